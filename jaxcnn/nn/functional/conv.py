@@ -1,0 +1,116 @@
+"""2-D convolution with PyTorch's argument semantics on NHWC data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, pair
+
+IntOrPair = int | Sequence[int]
+
+
+def conv_padding(
+    padding: IntOrPair | str,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit ``((top, bottom), (left, right))`` padding for torch's ``padding`` argument.
+
+    ``'valid'`` is no padding. ``'same'`` follows torch: total padding ``d*(k-1)`` per axis,
+    ``total // 2`` before and the rest after (so an even kernel pads one more on the
+    bottom/right), and only for stride 1. XLA's ``'SAME'`` is never used: it pads
+    asymmetrically for strided convolutions where torch pads symmetrically.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+            totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+            return tuple((t // 2, t - t // 2) for t in totals)  # type: ignore[return-value]
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    ph, pw = pair(padding, "padding")
+    check_non_negative((ph, pw), "padding")
+    return ((ph, ph), (pw, pw))
+
+
+def conv2d(
+    input: jax.Array,
+    weight: jax.Array,
+    bias: jax.Array | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair | str = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> jax.Array:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` computes it.
+
+    Args:
+      input: ``(N, H, W, C_in)`` NHWC.
+      weight: ``(kH, kW, C_in // groups, C_out)`` HWIO (torch's OIHW transposed by
+        ``(2, 3, 1, 0)``).
+      bias: ``(C_out,)`` or None.
+      stride, padding, dilation: ints or pairs; ``padding`` may also be ``'same'`` or
+        ``'valid'``. Padding is explicit and symmetric, as in torch.
+      groups: number of channel groups; ``C_in`` and ``C_out`` must divide by it.
+
+    Returns:
+      ``(N, H_out, W_out, C_out)`` with ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+    """
+    check_nhwc(input, "conv2d")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expects a 4-D HWIO weight, got shape {tuple(weight.shape)}")
+    kernel_h, kernel_w, in_per_group, out_channels = weight.shape
+    if groups <= 0:
+        raise ValueError(f"groups must be positive, got {groups}")
+    if out_channels % groups:
+        raise ValueError(f"out_channels ({out_channels}) must be divisible by groups ({groups})")
+    if input.shape[-1] != in_per_group * groups:
+        raise ValueError(
+            f"conv2d: input has {input.shape[-1]} channels (last axis of NHWC shape "
+            f"{tuple(input.shape)}), but weight {tuple(weight.shape)} with groups={groups} "
+            f"expects {in_per_group * groups}"
+        )
+    strides = pair(stride, "stride")
+    dilations = pair(dilation, "dilation")
+    check_positive(strides, "stride")
+    check_positive(dilations, "dilation")
+    pads = conv_padding(padding, (kernel_h, kernel_w), strides, dilations)
+    for axis, (size, k, d, (lo, hi)) in enumerate(
+        zip(input.shape[1:3], (kernel_h, kernel_w), dilations, pads)
+    ):
+        if d * (k - 1) + 1 > size + lo + hi:
+            raise ValueError(
+                f"conv2d: kernel size {(kernel_h, kernel_w)} with dilation {dilations} is larger "
+                f"than the padded input {size + lo + hi} along {'HW'[axis]} "
+                f"(input {tuple(input.shape)}, padding {pads})"
+            )
+    out = lax.conv_general_dilated(
+        input,
+        weight,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilations,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    if bias is not None:
+        out = out + bias.astype(out.dtype)
+    return out
+
+
+def pad_input(input: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]], mode: str) -> jax.Array:
+    """Pad the spatial axes of an NHWC array with torch's ``padding_mode`` names.
+
+    ``mode`` is ``'reflect'``, ``'replicate'`` or ``'circular'``; returns NHWC.
+    """
+    numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+    if mode not in numpy_mode:
+        raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {mode!r}")
+    return jnp.pad(input, ((0, 0), padding[0], padding[1], (0, 0)), mode=numpy_mode[mode])

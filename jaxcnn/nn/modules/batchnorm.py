@@ -1,0 +1,90 @@
+"""``BatchNorm1d`` / ``BatchNorm2d`` with torch's statistics, channels last."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcnn.nn import functional as F
+
+
+class _BatchNorm(nnx.Module):
+    """Shared implementation; subclasses fix the accepted input ranks.
+
+    State mirrors torch's ``state_dict``: ``weight``/``bias`` (Params, ``(C,)``),
+    ``running_mean``/``running_var`` (BatchStats, ``(C,)``) and ``num_batches_tracked``
+    (a BatchStat counter). Training mode (``model.train()``, the default as in torch)
+    normalises with the biased batch variance and updates the running variance with the
+    unbiased one using torch's ``momentum`` (``None`` = cumulative average).
+    """
+
+    accepted_ndims: tuple[int, ...] = ()
+    layout: str = ""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        rngs: nnx.Rngs | None = None,
+    ):
+        del rngs  # accepted for a uniform constructor signature; BatchNorm's init is deterministic
+        if num_features <= 0:
+            raise ValueError(f"{type(self).__name__}: num_features must be positive, got {num_features}")
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.weight = nnx.Param(jnp.ones((num_features,), jnp.float32)) if affine else None
+        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32)) if affine else None
+        if track_running_stats:
+            self.running_mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+            self.running_var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+            self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self.use_running_average = False
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        name = type(self).__name__
+        if x.ndim not in self.accepted_ndims:
+            raise ValueError(f"{name} expects a {self.layout} input, got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.num_features:
+            raise ValueError(f"{name}({self.num_features}) got {x.shape[-1]} channels on the last axis (shape {tuple(x.shape)})")
+        training = not self.use_running_average
+        weight = None if self.weight is None else self.weight.get_value()
+        bias = None if self.bias is None else self.bias.get_value()
+        if not self.track_running_stats:
+            return F.batch_norm(x, None, None, weight, bias, training=True, momentum=0.0, eps=self.eps)[0]
+        if not training:
+            return F.batch_norm(
+                x, self.running_mean.get_value(), self.running_var.get_value(), weight, bias, training=False, eps=self.eps
+            )[0]
+        batches = self.num_batches_tracked.get_value() + 1
+        self.num_batches_tracked.set_value(batches)
+        factor = 1.0 / batches.astype(jnp.float32) if self.momentum is None else self.momentum
+        output, mean, var = F.batch_norm(
+            x, self.running_mean.get_value(), self.running_var.get_value(), weight, bias, training=True, momentum=factor, eps=self.eps
+        )
+        self.running_mean.set_value(mean)
+        self.running_var.set_value(var)
+        return output
+
+
+class BatchNorm1d(_BatchNorm):
+    """``torch.nn.BatchNorm1d`` over ``(N, C)`` or ``(N, L, C)`` (channels last)."""
+
+    accepted_ndims = (2, 3)
+    layout = "(N, C) or (N, L, C)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d`` over NHWC ``(N, H, W, C)``."""
+
+    accepted_ndims = (4,)
+    layout = "4-D NHWC (N, H, W, C)"
