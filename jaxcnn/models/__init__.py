@@ -1,0 +1,33 @@
+"""The jaxcnn model zoo (Flax NNX, NHWC inputs), each model the twin of its ``torch_ref`` model.
+
+``create(name, num_classes=..., rngs=...)`` builds one; ``names()`` lists them.
+"""
+
+import importlib
+
+from jaxcnn.models.registry import create, names, register
+
+_FAMILIES = (
+    "mlp",
+    "mnist_cnn",
+    "cifar_cnn",
+    "gap_vgg",
+    "lenet",
+    "alexnet",
+    "vgg",
+    "cifar_vgg",
+    "googlenet",
+    "resnet",
+    "cifar_resnet",
+    "se_resnet",
+    "densenet",
+)
+
+for _family in _FAMILIES:
+    try:
+        importlib.import_module(f"jaxcnn.models.{_family}")
+    except ModuleNotFoundError as error:  # a family still being written
+        if error.name != f"jaxcnn.models.{_family}":
+            raise
+
+__all__ = ["create", "names", "register"]
