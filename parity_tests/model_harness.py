@@ -20,6 +20,7 @@ import torch_ref.models
 from jaxcnn import nn
 from jaxcnn.convert import load_torch_state_dict, to_torch_arrays, torch_variables
 from jaxcnn.convert.mapping import torch_layout, torch_permutation
+from jaxcnn.intermediates import record_outputs
 from jaxcnn.nn import functional as F
 
 RTOL = 1e-5
@@ -103,26 +104,6 @@ def set_mode(torch_model: torch.nn.Module, jax_model: nnx.Module, *, train: bool
             module.deterministic = True
 
 
-def _resolve(root, dotted: str):
-    parent = root
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        parent = getattr(parent, part)
-    return parent, leaf
-
-
-class _Recorder:
-    """Stands in for a jaxcnn submodule during an eager forward and records its output."""
-
-    def __init__(self, module, name: str, records: dict):
-        self.module, self.name, self.records = module, name, records
-
-    def __call__(self, *args, **kwargs):
-        output = self.module(*args, **kwargs)
-        self.records[self.name] = output
-        return output
-
-
 @contextlib.contextmanager
 def record_features(torch_model: torch.nn.Module, jax_model: nnx.Module, names: Iterable[str]):
     """Record the outputs of the named submodules (e.g. ``layer1``) on both sides.
@@ -130,22 +111,19 @@ def record_features(torch_model: torch.nn.Module, jax_model: nnx.Module, names: 
     Yields ``(torch_records, jax_records)`` dicts filled by forwards run inside the block.
     The JAX side must run eagerly (not under ``jit``).
     """
-    torch_records, jax_records = {}, {}
-    handles, originals = [], []
+    torch_records = {}
+    handles = [
+        torch_model.get_submodule(name).register_forward_hook(
+            lambda module, inputs, output, name=name: torch_records.__setitem__(name, output)
+        )
+        for name in names
+    ]
     try:
-        for name in names:
-            module = torch_model.get_submodule(name)
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: torch_records.__setitem__(name, o)))
-            parent, leaf = _resolve(jax_model, name)
-            original = getattr(parent, leaf)
-            originals.append((parent, leaf, original))
-            object.__setattr__(parent, leaf, _Recorder(original, name, jax_records))
-        yield torch_records, jax_records
+        with record_outputs(jax_model, names) as jax_records:
+            yield torch_records, jax_records
     finally:
         for handle in handles:
             handle.remove()
-        for parent, leaf, original in originals:
-            object.__setattr__(parent, leaf, original)
 
 
 def torch_input(shape: Sequence[int], seed: int = 0) -> torch.Tensor:

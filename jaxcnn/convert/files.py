@@ -64,12 +64,12 @@ def write_state_dict(arrays: Mapping[str, np.ndarray], path: str | Path) -> Path
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.numpy import save_file
 
-        save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(path))
+        save_file({key: np.array(value, order="C") for key, value in arrays.items()}, str(path))
     elif suffix in TORCH_SUFFIXES:
         import torch
         from collections import OrderedDict
 
-        torch.save(OrderedDict((key, torch.from_numpy(np.ascontiguousarray(value))) for key, value in arrays.items()), str(path))
+        torch.save(OrderedDict((key, torch.from_numpy(np.array(value, order="C"))) for key, value in arrays.items()), str(path))
     else:
         raise ValueError(f"unknown checkpoint format {suffix!r}: use one of {TORCH_SUFFIXES + SAFETENSORS_SUFFIXES}")
     return path

@@ -5,7 +5,7 @@
 
 import importlib
 
-from jaxcnn.models.registry import create, names, register
+from jaxcnn.models.registry import create, input_size, names, register
 
 _FAMILIES = (
     "mlp",
@@ -30,4 +30,4 @@ for _family in _FAMILIES:
         if error.name != f"jaxcnn.models.{_family}":
             raise
 
-__all__ = ["create", "names", "register"]
+__all__ = ["create", "input_size", "names", "register"]

@@ -39,7 +39,7 @@ class MnistCNN(nnx.Module):
         return x
 
 
-@register("mnist_cnn")
+@register("mnist_cnn", input_size=(28, 28, 1))
 def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs) -> MnistCNN:
     """Build :class:`MnistCNN`; input (N, 28, 28, 1) NHWC, output (N, num_classes)."""
     return MnistCNN(num_classes=num_classes, rngs=rngs)

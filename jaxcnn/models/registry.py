@@ -7,18 +7,32 @@ from collections.abc import Callable
 from flax import nnx
 
 _CONSTRUCTORS: dict[str, Callable[..., nnx.Module]] = {}
+_INPUT_SIZES: dict[str, tuple[int, int, int]] = {}
+
+IMAGENET_INPUT_SIZE = (224, 224, 3)
 
 
-def register(name: str) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:
-    """Decorator: register a constructor ``fn(*, rngs, num_classes=..., **options)`` under ``name``."""
+def register(name: str, input_size: tuple[int, int, int] = IMAGENET_INPUT_SIZE):
+    """Decorator: register a constructor ``fn(*, rngs, num_classes=..., **options)`` under ``name``.
+
+    ``input_size`` is the model's usual ``(H, W, C)`` input, used by summaries and benchmarks.
+    """
 
     def decorate(constructor: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
         if name in _CONSTRUCTORS:
             raise ValueError(f"model {name!r} is registered twice")
         _CONSTRUCTORS[name] = constructor
+        _INPUT_SIZES[name] = tuple(input_size)
         return constructor
 
     return decorate
+
+
+def input_size(name: str) -> tuple[int, int, int]:
+    """The usual ``(H, W, C)`` input of model ``name`` (NHWC without the batch axis)."""
+    if name not in _INPUT_SIZES:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+    return _INPUT_SIZES[name]
 
 
 def names() -> list[str]:
