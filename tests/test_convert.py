@@ -134,3 +134,14 @@ def test_convert_cli_loads_a_torch_ref_checkpoint(tmp_path, capsys):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(StateDictError, match="missing keys"):
         main(["convert", "mnist_cnn", str(tmp_path / "bad.pth"), str(tmp_path / "out.safetensors")])
+
+
+def test_loaded_weights_do_not_alias_torch_memory():
+    jax_model, torch_model = _pair()
+    load_torch_state_dict(jax_model, torch_model.state_dict())
+    before = to_torch_arrays(jax_model)
+    with torch.no_grad():
+        for tensor in torch_model.state_dict().values():
+            tensor.add_(1)
+    for key, value in to_torch_arrays(jax_model).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)

@@ -97,7 +97,9 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, object]) -
         if np.issubdtype(array.dtype, np.floating) != jnp.issubdtype(current.dtype, jnp.floating):
             wrong_kind.append(f"{key}: checkpoint dtype {array.dtype}, model dtype {current.dtype}")
             continue
-        converted[key] = jnp.asarray(jax_layout(array, permutation), dtype=current.dtype)
+        # jnp.array copies: jnp.asarray with a dtype may alias the torch tensor's memory on CPU,
+        # and torch's in-place updates would then leak into the jaxcnn model.
+        converted[key] = jnp.array(jax_layout(array, permutation), dtype=current.dtype, copy=True)
     unexpected = sorted(set(arrays) - set(variables))
     problems = []
     if missing:
