@@ -1,0 +1,212 @@
+"""The ``jaxcnn train`` and ``jaxcnn evaluate`` subcommands.
+
+``jaxcnn.cli`` registers them with :func:`add_train_parser` and :func:`add_evaluate_parser`;
+each sets ``func(args) -> int`` (the exit status) on its subparser.
+
+Examples::
+
+    jaxcnn train                                       # mnist_cnn on the bundled digits
+    jaxcnn train --model mnist_cnn --dataset mnist --data-dir ~/data/mnist --epochs 5
+    jaxcnn train --config run.toml --lr 0.01           # file values, then flag overrides
+    jaxcnn train --out runs/a --resume                 # continue an interrupted run
+    jaxcnn evaluate --checkpoint runs/a --split test
+
+Config precedence: :class:`~jaxcnn.train.config.TrainConfig` defaults < ``--config FILE``
+(JSON, YAML or TOML) < flags given on the command line. Without ``--out`` the run goes to
+``runs/<model>-<dataset>`` (or ``-2``, ``-3``, ... when that folder already holds a run; with
+``--resume`` the newest of them is continued).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from jaxcnn.train.config import TrainConfig, load_config_file
+
+__all__ = ["add_evaluate_parser", "add_train_parser", "config_from_args", "evaluate_command", "train_command"]
+
+_S = argparse.SUPPRESS
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(v) for v in text.replace(",", " ").split()]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train``: trains a model, writes checkpoints, results.json, plots and TensorBoard
+    events to ``--out``, and prints the final test accuracy."""
+    d = TrainConfig()
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (default: mnist_cnn on the bundled digits)",
+        description="Train a jaxcnn model with PyTorch-equivalent optimizers. Flags override --config "
+        "values, which override the defaults shown in brackets.",
+    )
+    p.add_argument("--config", metavar="FILE", default=None, help="JSON/YAML/TOML file of TrainConfig fields")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=_S, help=f"model name (jaxcnn.models.names()) [{d.model}]")
+    g.add_argument("--model-option", dest="model_options", action="append", type=_key_value, default=_S,
+                   metavar="KEY=VALUE", help="extra model constructor option (JSON value), repeatable")  # fmt: skip
+    g.add_argument("--dataset", default=_S, help=f"dataset name (jaxcnn.data.dataset_names()) [{d.dataset}]")
+    g.add_argument("--data-dir", default=_S, help="folder with the dataset's files")
+    g.add_argument("--val-size", type=float, default=_S, help="validation examples (>=1) or fraction (<1)")
+    g.add_argument("--train-limit", type=int, default=_S, help="use only the first N training examples")
+    g.add_argument("--eval-limit", type=int, default=_S, help="use only the first N val/test examples")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", default=_S, choices=["sgd", "adam", "adamw", "rmsprop"], help=f"[{d.optimizer}]")
+    g.add_argument("--lr", type=float, default=_S, help=f"learning rate [{d.lr}]")
+    g.add_argument("--momentum", type=float, default=_S, help=f"SGD/RMSprop momentum [{d.momentum}]")
+    g.add_argument("--nesterov", action="store_true", default=_S, help="Nesterov momentum (SGD)")
+    g.add_argument("--weight-decay", type=float, default=_S, help="weight decay [torch's default per optimizer]")
+    g.add_argument("--schedule", default=_S, choices=["constant", "step", "multistep", "cosine"], help=f"lr schedule [{d.schedule}]")
+    g.add_argument("--step-size", type=int, default=_S, help="StepLR period in epochs")
+    g.add_argument("--milestones", type=_int_list, default=_S, help="MultiStepLR epochs, e.g. 30,60")
+    g.add_argument("--gamma", type=float, default=_S, help=f"StepLR/MultiStepLR factor [{d.gamma}]")
+    g.add_argument("--warmup-epochs", type=int, default=_S, help="linear warm-up epochs [0]")
+    g.add_argument("--epochs", type=int, default=_S, help=f"[{d.epochs}]")
+    g.add_argument("--batch-size", type=int, default=_S, help=f"[{d.batch_size}]")
+    g.add_argument("--eval-batch-size", type=int, default=_S, help=f"[{d.eval_batch_size}]")
+    g.add_argument("--drop-last", action="store_true", default=_S, help="drop the last partial training batch")
+    g.add_argument("--label-smoothing", type=float, default=_S, help="[0]")
+    g.add_argument("--aux-loss-weight", type=float, default=_S, help="auxiliary classifier loss weight [0.3 for GoogLeNet]")
+    g.add_argument("--augment", action="store_true", default=_S, help="random crop + horizontal flip")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=_S, help="no augmentation")
+    g.add_argument("--crop-padding", type=int, default=_S, help=f"random-crop padding [{d.crop_padding}]")
+    g.add_argument("--no-flip", dest="flip", action="store_false", default=_S, help="no horizontal flips when augmenting")
+    g.add_argument("--compute-dtype", default=_S, choices=["float32", "bfloat16", "float16"], help="[float32]")
+    g.add_argument("--seed", type=int, default=_S, help=f"[{d.seed}]")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=_S, help="run folder [runs/<model>-<dataset>]")
+    g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    g.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
+    g.add_argument("--checkpoint-every", type=int, default=_S, help="also checkpoint every N steps [0: epoch ends]")
+    g.add_argument("--keep-checkpoints", type=int, default=_S, help=f"[{d.keep_checkpoints}]")
+    g.add_argument("--sync-checkpoints", dest="async_checkpointing", action="store_false", default=_S,
+                   help="write checkpoints synchronously")  # fmt: skip
+    g.add_argument("--log-every", type=int, default=_S, help=f"steps between metric fetches [{d.log_every}]")
+    g.add_argument("--max-steps", type=int, default=_S, help="stop (resumably) after this global step")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=_S, help="no progress bar / epoch lines")
+    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=_S, help="no event logs")
+    g.add_argument("--no-plots", dest="plots", action="store_false", default=_S, help="no PNG plots")
+    p.set_defaults(func=train_command)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults < ``args.config`` file < the flags present in ``args``."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_config_file(args.config))
+    fields = set(TrainConfig.field_names())
+    for name, value in vars(args).items():
+        if name in fields:
+            if name == "model_options":
+                value = {**values.get("model_options", {}), **dict(value)}
+            elif name == "val_size" and value is not None and value >= 1:
+                value = int(value)
+            values[name] = value
+    return TrainConfig.from_dict(values)
+
+
+def _default_out(config: TrainConfig, resume: bool, overwrite: bool) -> str:
+    base = Path("runs") / f"{config.model}-{config.dataset}"
+    candidates = [base] + [base.with_name(f"{base.name}-{i}") for i in range(2, 1000)]
+    used = [c for c in candidates if (c / "checkpoints").exists() or (c / "results.json").exists()]
+    if resume or overwrite:
+        return str(used[-1] if used else base)
+    return str(next(c for c in candidates if c not in used))
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Run ``jaxcnn train``; returns 0 on success, 1 when training diverged, 2 on a usage error."""
+    from jaxcnn.train.experiment import RunExistsError, Trainer, TrainingDivergedError
+
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as error:
+        print(f"jaxcnn train: {error}", file=sys.stderr)
+        return 2
+    if config.out is None:
+        config = config.replace(out=_default_out(config, args.resume, args.overwrite))
+    out = Path(config.out)
+    if args.overwrite and not args.resume:
+        for name in ("checkpoints", "tensorboard"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("results.json", "config.json", "loss.png", "accuracy.png"):
+            (out / name).unlink(missing_ok=True)
+    if config.progress:
+        print(f"jaxcnn train: {config.model} on {config.dataset}, {config.optimizer} lr={config.lr}, "
+              f"{config.epochs} epochs, batch {config.batch_size}, seed {config.seed} -> {out}", flush=True)  # fmt: skip
+    try:
+        trainer = Trainer(config)
+        result = trainer.fit(resume=args.resume)
+    except RunExistsError as error:
+        print(f"jaxcnn train: {error} (or --overwrite)", file=sys.stderr)
+        return 2
+    except TrainingDivergedError as error:
+        print(f"jaxcnn train: {error}", file=sys.stderr)
+        return 1
+    if result["complete"]:
+        test = result["test_acc"]
+        print(f"test accuracy: {test:.2f}% (loss {result['test_loss']:.4f})" if not math.isnan(test)
+              else "test accuracy: n/a (empty test split)")  # fmt: skip
+    else:
+        print(f"stopped at step {result['steps']} (max_steps); continue with --resume --out {out}")
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``evaluate``: scores a checkpoint on a split and prints loss and accuracy."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a training checkpoint on a dataset split",
+        description="Load a checkpoint written by `jaxcnn train` and evaluate it (eval mode).",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder, its checkpoints/ or a step folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="[test]")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step [newest]")
+    p.add_argument("--data-dir", default=None, help="override the dataset folder recorded in the checkpoint")
+    p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=evaluate_command)
+    return p
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run ``jaxcnn evaluate``; returns 0, or 2 when the checkpoint cannot be found/read."""
+    from jaxcnn.train.experiment import evaluate_checkpoint
+
+    try:
+        report = evaluate_checkpoint(
+            args.checkpoint, split=args.split, step=args.step, data_dir=args.data_dir, batch_size=args.batch_size
+        )
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"jaxcnn evaluate: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['model']} on {report['dataset']}/{report['split']} ({report['examples']} examples), "
+            f"checkpoint step {report['step']} (epoch {report['epoch']}): "
+            f"accuracy {report['accuracy']:.2f}%, loss {report['loss']:.4f}"
+        )
+    return 0
