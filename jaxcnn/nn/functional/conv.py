@@ -67,6 +67,7 @@ def conv2d(
     if weight.ndim != 4:
         raise ValueError(f"conv2d expects a 4-D HWIO weight, got shape {tuple(weight.shape)}")
     kernel_h, kernel_w, in_per_group, out_channels = weight.shape
+    check_positive((kernel_h, kernel_w), "conv2d: kernel_size")
     if groups <= 0:
         raise ValueError(f"groups must be positive, got {groups}")
     if out_channels % groups:
@@ -113,4 +114,17 @@ def pad_input(input: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]
     numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
     if mode not in numpy_mode:
         raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {mode!r}")
+    # torch refuses what numpy would silently do: reflecting more than once or wrapping
+    # around more than once.
+    for axis, (size, (lo, hi)) in enumerate(zip(input.shape[1:3], padding)):
+        if mode == "reflect" and max(lo, hi) >= size:
+            raise ValueError(
+                f"padding_mode='reflect': padding {(lo, hi)} along {'HW'[axis]} must be less than the "
+                f"input size {size} (NHWC input {tuple(input.shape)})"
+            )
+        if mode == "circular" and max(lo, hi) > size:
+            raise ValueError(
+                f"padding_mode='circular': padding {(lo, hi)} along {'HW'[axis]} would wrap around more than "
+                f"once (input size {size}, NHWC input {tuple(input.shape)})"
+            )
     return jnp.pad(input, ((0, 0), padding[0], padding[1], (0, 0)), mode=numpy_mode[mode])

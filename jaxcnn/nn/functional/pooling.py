@@ -106,8 +106,10 @@ def pool_geometry(
     return PoolGeometry(kernel, strides, dilations, tuple(out_sizes), tuple(axis_padding))  # type: ignore[arg-type]
 
 
-def _lowest(dtype) -> jax.Array:
-    return jnp.array(-jnp.inf, dtype) if jnp.issubdtype(dtype, jnp.floating) else jnp.array(jnp.iinfo(dtype).min, dtype)
+def _lowest(dtype) -> np.ndarray:
+    # A numpy (not jnp) scalar: under jit a jnp constant is a tracer, and lax.reduce_window
+    # then cannot recognise the max monoid and falls back to a non-differentiable reduction.
+    return np.array(-np.inf, dtype) if jnp.issubdtype(dtype, jnp.floating) else np.array(jnp.iinfo(dtype).min, dtype)
 
 
 def _max_pool_windows(input: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
@@ -135,6 +137,38 @@ def _max_pool_windows(input: jax.Array, geometry: PoolGeometry) -> tuple[jax.Arr
     return values, rows * width + cols
 
 
+def _max_pool_select_chain(input: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """Max pooling as a chain of elementwise selects over the window's strided slices.
+
+    ``m = w_00; m = where((w > m) | isnan(w), w, m)`` for the window positions ``w`` in
+    row-major order is exactly torch's CPU rule (the first maximum wins ties, NaN propagates),
+    and its gradient is a few fused elementwise selects plus strided pads, which XLA on CPU
+    runs several times faster than the ``select_and_scatter`` that differentiating
+    ``lax.reduce_window`` produces. Forward values are bit-identical to ``reduce_window``.
+    """
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = geometry.kernel_size, geometry.stride, geometry.dilation, geometry.output_size
+    padded = input
+    if any(lo or hi for lo, hi in geometry.padding):
+        padded = lax.pad(input, _lowest(input.dtype), [(lo, hi, 0) for lo, hi in geometry.nhwc_padding])
+    result = None
+    for i in range(kh):
+        for j in range(kw):
+            window = lax.slice(
+                padded,
+                (0, i * dh, j * dw, 0),
+                (padded.shape[0], i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, padded.shape[3]),
+                (1, sh, sw, 1),
+            )
+            if result is None:
+                result = window
+            else:
+                take = window > result
+                if jnp.issubdtype(input.dtype, jnp.inexact):
+                    take = take | jnp.isnan(window)
+                result = jnp.where(take, window, result)
+    return result
+
+
 def max_pool2d(
     input: jax.Array,
     kernel_size: IntOrPair,
@@ -158,12 +192,9 @@ def max_pool2d(
       shape (NHWC; torch's indices are the same numbers in NCHW).
     """
     geometry = pool_geometry("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
-    if return_indices or geometry.dilation != (1, 1):
-        values, indices = _max_pool_windows(input, geometry)
-        return (values, indices) if return_indices else values
-    return lax.reduce_window(
-        input, _lowest(input.dtype), lax.max, geometry.window_dims, geometry.window_strides, geometry.nhwc_padding
-    )
+    if return_indices:
+        return _max_pool_windows(input, geometry)
+    return _max_pool_select_chain(input, geometry)
 
 
 def _avg_pool_divisors(in_size: int, kernel: int, stride: int, padding: int, out: int, count_include_pad: bool) -> np.ndarray:
@@ -199,7 +230,7 @@ def avg_pool2d(
     if divisor_override is not None and divisor_override == 0:
         raise ValueError("avg_pool2d: divisor_override must be non-zero")
     summed = lax.reduce_window(
-        input, jnp.array(0, input.dtype), lax.add, geometry.window_dims, geometry.window_strides, geometry.nhwc_padding
+        input, np.array(0, input.dtype), lax.add, geometry.window_dims, geometry.window_strides, geometry.nhwc_padding
     )
     if divisor_override is not None:
         return summed / divisor_override
@@ -308,6 +339,14 @@ def global_avg_pool2d(input: jax.Array, keepdims: bool = True) -> jax.Array:
 
 
 def global_max_pool2d(input: jax.Array, keepdims: bool = True) -> jax.Array:
-    """Global max pooling (GMP): ``(N, H, W, C)`` -> ``(N, 1, 1, C)`` or ``(N, C)``."""
+    """Global max pooling (GMP): ``(N, H, W, C)`` -> ``(N, 1, 1, C)`` or ``(N, C)``.
+
+    Like torch's ``adaptive_max_pool2d(x, 1)`` the gradient goes to the first maximum in
+    row-major order (``jnp.max`` would split it evenly between tied maxima).
+    """
     check_nhwc(input, "global_max_pool2d")
-    return jnp.max(input, axis=(1, 2), keepdims=keepdims)
+    batch, height, width, channels = input.shape
+    flat = input.reshape(batch, height * width, channels)
+    first = jnp.argmax(flat, axis=1, keepdims=True)
+    values = jnp.take_along_axis(flat, first, axis=1)  # (N, 1, C)
+    return values.reshape(batch, 1, 1, channels) if keepdims else values.reshape(batch, channels)

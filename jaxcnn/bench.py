@@ -1,0 +1,607 @@
+"""Side-by-side training/eval benchmark: jaxcnn (jitted JAX) against torch_ref (PyTorch), same run.
+
+``jaxcnn bench`` (or ``python scripts/benchmark.py``) measures, in one process on one machine,
+for each seed model:
+
+* training-step throughput (images/s, the median of per-step times after warm-up) of jaxcnn's
+  real jitted step (:func:`jaxcnn.train.step.make_train_step`: the model split once, one
+  ``jax.jit`` with the state donated, torch-equivalent SGD with momentum from
+  :mod:`jaxcnn.optim`) and of the torch_ref twin in eager, ``channels_last`` and
+  ``torch.compile`` modes (``torch.optim.SGD``, same hyper-parameters). The modes are measured
+  *interleaved* (a few steps of each in turn, round after round) so machine load affects them
+  alike; the table reports JAX/torch ratios;
+* JAX compile time, split into trace+lower and XLA compile (``jit(...).lower(...).compile()``),
+  and torch.compile's first-step time;
+* eval-step throughput of both (jaxcnn's jitted eval step; torch ``eval()`` + ``no_grad``);
+* the input pipeline's throughput (:class:`jaxcnn.data.DeviceLoader` +
+  :func:`jaxcnn.data.measure_throughput`, synthetic uint8 data of the model's input shape);
+* achieved FLOP/s of the JAX train step: XLA's ``cost_analysis()`` flops of the compiled step
+  divided by the step time, against the machine's float32 matmul peak measured in the same run
+  (a jitted 2048^3 matmul). The course formula (``summarize(...).total_mult_adds * 2 * 3`` per
+  image, forward + backward) is reported beside it.
+
+With ``--time-to-accuracy`` it also trains mnist_cnn on the real MNIST t10k split
+(``load_dataset('mnist_t10k')``: 7,000 train / 1,000 val / 2,000 test) until the *test* accuracy
+reaches the target (97%), with the same SGD hyper-parameters, the same batches (from one
+:class:`~jaxcnn.data.DeviceLoader`, converted to NCHW for torch) and the same initial weights,
+evaluating after each epoch; wall time excludes the data loading but includes JAX's compile
+and every evaluation. The loops call the step functions directly (jaxcnn's jitted steps; a
+plain torch loop) so both sides do exactly the same work per epoch.
+
+Speed is never asserted anywhere: the JSON records what was measured and under which load
+(``os.getloadavg()`` before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "MODEL_CONFIGS",
+    "ModelConfig",
+    "add_bench_parser",
+    "format_table",
+    "main",
+    "matmul_peak",
+    "run",
+    "run_benchmark",
+    "time_to_accuracy",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One benchmarked model: the registry name on both sides, input (H, W, C), default batch."""
+
+    name: str
+    input_size: tuple[int, int, int]
+    batch_size: int
+    torch_compile: bool = True  # torch.compile on by default (it finishes in reasonable time)
+    max_seconds: float = 8.0  # time budget per measured mode (steps are cut short beyond it)
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "mlp": ModelConfig("mlp", (28, 28, 1), 64),
+    "mnist_cnn": ModelConfig("mnist_cnn", (28, 28, 1), 64),
+    "cifar_cnn": ModelConfig("cifar_cnn", (32, 32, 3), 128),
+    "cifar_resnet18": ModelConfig("cifar_resnet18", (32, 32, 3), 32, torch_compile=False, max_seconds=20.0),
+    "gap_vgg": ModelConfig("gap_vgg", (32, 32, 3), 32, max_seconds=15.0),
+    "resnet50": ModelConfig("resnet50", (64, 64, 3), 8, torch_compile=False, max_seconds=20.0),
+}
+DEFAULT_MODELS = tuple(MODEL_CONFIGS)
+NUM_CLASSES = 10
+LR, MOMENTUM = 0.01, 0.9
+
+
+# --------------------------------------------------------------------------------- helpers
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _load() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        return []
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best-of-``repeats`` float32 ``size^3`` matmul GFLOP/s, JAX (jitted) and torch, interleaved."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    ta = torch.from_numpy(np.asarray(a).copy())
+    torch.mm(ta, ta)
+    flops = 2.0 * size**3
+    jt, tt = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, a).block_until_ready()
+        jt.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch.mm(ta, ta)
+        tt.append(time.perf_counter() - t0)
+    return {"size": size, "jax_gflops": flops / min(jt) / 1e9, "torch_gflops": flops / min(tt) / 1e9}
+
+
+class _Timer:
+    """Per-step wall times of one mode; ``run(k)`` executes and times ``k`` synchronous steps."""
+
+    def __init__(self, name: str, step: Callable[[], None]):
+        self.name = name
+        self.step = step
+        self.times: list[float] = []
+
+    def run(self, k: int) -> None:
+        for _ in range(k):
+            t0 = time.perf_counter()
+            self.step()
+            self.times.append(time.perf_counter() - t0)
+
+
+def _interleave(timers: Sequence[_Timer], steps: int, max_seconds: float, chunk: int = 3) -> None:
+    """Round-robin ``chunk`` steps of each timer until each has ``steps`` or time runs out."""
+    start = time.perf_counter()
+    budget = max_seconds * max(1, len(timers))
+    while any(len(t.times) < steps for t in timers):
+        for timer in timers:
+            if len(timer.times) < steps:
+                timer.run(min(chunk, steps - len(timer.times)))
+        if time.perf_counter() - start > budget and all(len(t.times) >= 3 for t in timers):
+            break
+
+
+def _sync_torch() -> None:
+    pass  # CPU torch is synchronous
+
+
+# ------------------------------------------------------------------------------- JAX side
+def _jax_setup(cfg: ModelConfig, batch: int, x_np: np.ndarray, y_np: np.ndarray, compute_dtype=None) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    from jaxcnn import models, optim
+    from jaxcnn.train.state import create_train_state
+    from jaxcnn.train.step import make_steps
+
+    model = models.create(cfg.name, num_classes=NUM_CLASSES)
+    tx = optim.sgd(LR, momentum=MOMENTUM)
+    graphdef, eval_graphdef, state = create_train_state(model, tx)
+    steps = make_steps(graphdef, eval_graphdef, tx, compute_dtype=compute_dtype)
+    x = jax.device_put(jnp.asarray(x_np))
+    y = jax.device_put(jnp.asarray(y_np))
+
+    t0 = time.perf_counter()
+    lowered = steps.train_step.lower(state, x, y)
+    t1 = time.perf_counter()
+    train = lowered.compile()
+    t2 = time.perf_counter()
+    eval_lowered = steps.eval_step.lower(state, x, y)
+    eval_fn = eval_lowered.compile()
+    cost = train.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    flops = float((cost or {}).get("flops", float("nan")))
+
+    holder = {"state": state}
+
+    def train_step() -> None:
+        holder["state"], metrics = train(holder["state"], x, y)
+        metrics["loss"].block_until_ready()
+        jax.block_until_ready(holder["state"].params)
+
+    def eval_step() -> None:
+        metrics = eval_fn(holder["state"], x, y)
+        metrics["loss"].block_until_ready()
+
+    return {
+        "train": train_step,
+        "eval": eval_step,
+        "trace_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "flops_per_step": flops,
+        "model": model,
+    }
+
+
+def _summary_flops(cfg: ModelConfig, batch: int) -> float:
+    """The course formula: multiply-adds per image * 2 (FLOPs) * 3 (forward + backward) * batch."""
+    from jaxcnn import models
+    from jaxcnn.summary import summarize
+
+    model = models.create(cfg.name, num_classes=NUM_CLASSES)
+    return float(summarize(model, (1, *cfg.input_size)).total_mult_adds) * 2 * 3 * batch
+
+
+# ----------------------------------------------------------------------------- torch side
+def _torch_logits(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _torch_setup(cfg: ModelConfig, x_np: np.ndarray, y_np: np.ndarray, mode: str) -> dict[str, Any]:
+    import torch
+
+    import torch_ref.models
+
+    torch.manual_seed(0)
+    model = torch_ref.models.create(cfg.name, num_classes=NUM_CLASSES)
+    x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(y_np.astype(np.int64))
+    if mode == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    criterion = torch.nn.CrossEntropyLoss()
+    fwd = torch.compile(model) if mode == "compile" else model
+
+    def train_step() -> None:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = criterion(_torch_logits(fwd(x)), y)
+        loss.backward()
+        opt.step()
+
+    def eval_step() -> None:
+        model.eval()
+        with torch.no_grad():
+            criterion(_torch_logits(fwd(x)), y)
+
+    result: dict[str, Any] = {"train": train_step, "eval": eval_step}
+    if mode == "compile":
+        t0 = time.perf_counter()
+        train_step()
+        result["compile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        eval_step()
+        result["eval_compile_s"] = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------- data pipeline
+def _pipeline_throughput(cfg: ModelConfig, batch: int, steps: int) -> float:
+    from jaxcnn.data import ArrayDataset, DeviceLoader, measure_throughput
+
+    h, w, c = cfg.input_size
+    n = max(4 * batch, 512)
+    rng = np.random.default_rng(0)
+    dataset = ArrayDataset(
+        images=rng.integers(0, 256, size=(n, h, w, c), dtype=np.uint8),
+        labels=rng.integers(0, NUM_CLASSES, size=(n,)).astype(np.int32),
+        num_classes=NUM_CLASSES,
+        name=f"synthetic/{cfg.name}",
+    )
+    loader = DeviceLoader(dataset, batch, shuffle=True, drop_last=True, augment=c == 3)
+    return float(measure_throughput(loader, steps))
+
+
+# ----------------------------------------------------------------------------- benchmark
+def bench_model(
+    cfg: ModelConfig,
+    *,
+    batch: int,
+    steps: int,
+    torch_compile: bool,
+    max_seconds: float | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmark one model; returns the JSON record (see the module docstring)."""
+    import torch
+
+    h, w, c = cfg.input_size
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((batch, h, w, c), dtype=np.float32)
+    y_np = rng.integers(0, NUM_CLASSES, size=(batch,)).astype(np.int32)
+    budget = cfg.max_seconds if max_seconds is None else max_seconds
+    record: dict[str, Any] = {"model": cfg.name, "batch_size": batch, "input_size": list(cfg.input_size)}
+
+    log(f"[{cfg.name}] JAX trace + compile ...")
+    jx = _jax_setup(cfg, batch, x_np, y_np)
+    record["jax_trace_s"] = jx["trace_s"]
+    record["jax_compile_s"] = jx["compile_s"]
+    record["jax_flops_per_step_xla"] = jx["flops_per_step"]
+    try:
+        record["flops_per_step_formula"] = _summary_flops(cfg, batch)
+    except Exception as exc:  # summary may not support every model
+        record["flops_per_step_formula"] = None
+        log(f"[{cfg.name}] summary flops unavailable: {exc}")
+
+    modes = {"eager": _torch_setup(cfg, x_np, y_np, "eager"), "channels_last": _torch_setup(cfg, x_np, y_np, "channels_last")}
+    if torch_compile:
+        log(f"[{cfg.name}] torch.compile ...")
+        try:
+            modes["compile"] = _torch_setup(cfg, x_np, y_np, "compile")
+            record["torch_compile_s"] = modes["compile"]["compile_s"]
+        except Exception as exc:  # torch.compile can fail on a CPU without a compiler
+            log(f"[{cfg.name}] torch.compile failed: {type(exc).__name__}: {exc}")
+            record["torch_compile_error"] = f"{type(exc).__name__}: {exc}"
+
+    # warm-up: 2 steps each
+    jx["train"]()
+    jx["train"]()
+    for m in modes.values():
+        m["train"]()
+        m["train"]()
+
+    log(f"[{cfg.name}] timing train steps (interleaved) ...")
+    timers = [_Timer("jax", jx["train"])] + [_Timer(f"torch_{k}", m["train"]) for k, m in modes.items()]
+    _interleave(timers, steps, budget)
+    train_ips = {t.name: batch / _median(t.times) for t in timers}
+    record["train_steps_timed"] = {t.name: len(t.times) for t in timers}
+    record["train_img_s"] = train_ips
+
+    log(f"[{cfg.name}] timing eval steps (interleaved) ...")
+    jx["eval"]()
+    for m in modes.values():
+        m["eval"]()
+    etimers = [_Timer("jax", jx["eval"])] + [_Timer(f"torch_{k}", m["eval"]) for k, m in modes.items()]
+    _interleave(etimers, steps, budget / 2)
+    record["eval_img_s"] = {t.name: batch / _median(t.times) for t in etimers}
+
+    torch_modes = [k for k in train_ips if k.startswith("torch_")]
+    record["train_ratio_jax_over"] = {k[len("torch_"):]: train_ips["jax"] / train_ips[k] for k in torch_modes}
+    record["eval_ratio_jax_over"] = {
+        k[len("torch_"):]: record["eval_img_s"]["jax"] / record["eval_img_s"][k] for k in torch_modes
+    }
+    best = max(train_ips[k] for k in torch_modes)
+    record["train_ratio_jax_over_best_torch"] = train_ips["jax"] / best
+
+    step_s = batch / train_ips["jax"]
+    record["jax_gflops_xla"] = record["jax_flops_per_step_xla"] / step_s / 1e9
+    if record["flops_per_step_formula"]:
+        record["jax_gflops_formula"] = record["flops_per_step_formula"] / step_s / 1e9
+
+    try:
+        record["pipeline_img_s"] = _pipeline_throughput(cfg, batch, max(5, min(steps, 50)))
+    except Exception as exc:
+        record["pipeline_img_s"] = None
+        log(f"[{cfg.name}] pipeline measurement failed: {exc}")
+    record["torch_threads"] = torch.get_num_threads()
+    return record
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`run_benchmark` result."""
+    peak = results.get("matmul_peak", {})
+    rows = [
+        f"load average (1/5/15 min) before {results.get('load_before')} after {results.get('load_after')}; "
+        f"matmul peak float32 2048^3: JAX {peak.get('jax_gflops', float('nan')):.0f} GFLOP/s, "
+        f"torch {peak.get('torch_gflops', float('nan')):.0f} GFLOP/s",
+        "",
+        "train img/s (median step)            JAX     eager    ch_last  compile | JAX/eager JAX/best | JAX trace+XLA s  torch.compile s",
+    ]
+    for r in results["models"]:
+        if "error" in r:
+            rows.append(f"{r['model']:<16} ERROR {r['error']}")
+            continue
+        t = r["train_img_s"]
+        comp = t.get("torch_compile")
+        tc = f"{r['torch_compile_s']:.1f}" if "torch_compile_s" in r else "-"
+        rows.append(
+            f"{r['model']:<16} b={r['batch_size']:<4} {'':12}{t['jax']:>8.1f} {t['torch_eager']:>8.1f} {t['torch_channels_last']:>8.1f} "
+            f"{(f'{comp:8.1f}' if comp else '       -')} | {r['train_ratio_jax_over']['eager']:>8.2f}x "
+            f"{r['train_ratio_jax_over_best_torch']:>7.2f}x | {r['jax_trace_s']:>6.2f}+{r['jax_compile_s']:<6.2f}  "
+            f"{tc:>10}"
+        )
+    rows += ["", "eval img/s                           JAX     eager    ch_last  compile | JAX/eager | pipeline img/s | JAX GFLOP/s (XLA, formula) % of peak"]
+    for r in results["models"]:
+        if "error" in r:
+            continue
+        e = r["eval_img_s"]
+        comp = e.get("torch_compile")
+        gf = r["jax_gflops_xla"]
+        gff = r.get("jax_gflops_formula")
+        pk = peak.get("jax_gflops") or float("nan")
+        pipe = r.get("pipeline_img_s")
+        rows.append(
+            f"{r['model']:<16} b={r['batch_size']:<4} {'':12}{e['jax']:>8.1f} {e['torch_eager']:>8.1f} {e['torch_channels_last']:>8.1f} "
+            f"{(f'{comp:8.1f}' if comp else '       -')} | {r['eval_ratio_jax_over']['eager']:>8.2f}x | "
+            f"{(f'{pipe:12.0f}' if pipe else '           -')}   | {gf:7.1f}, {(f'{gff:7.1f}' if gff else '      -')}  {100 * gf / pk:5.1f}%"
+        )
+    tta = results.get("time_to_accuracy")
+    if tta:
+        rows += ["", f"time to {100 * tta['target']:.0f}% test accuracy, mnist_cnn on mnist_t10k: " + ", ".join(
+            f"{k}: {v['seconds']:.1f} s ({v['epochs']} epochs, {100 * v['accuracy']:.2f}%)" if v.get("reached") else f"{k}: not reached ({v})"
+            for k, v in tta["runs"].items()
+        )]
+    return "\n".join(rows)
+
+
+def run_benchmark(
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    steps: int = 30,
+    batch_size: int | None = None,
+    torch_compile: bool | None = None,
+    max_seconds: float | None = None,
+    peak: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Benchmark ``models``; returns the JSON-ready result dict."""
+    import jax
+    import torch
+
+    results: dict[str, Any] = {
+        "load_before": _load(),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "jax_backend": jax.default_backend(),
+            "jax_devices": len(jax.devices()),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        },
+        "config": {"steps": steps, "batch_size": batch_size, "lr": LR, "momentum": MOMENTUM, "timing": "median per-step wall time, interleaved modes, synchronous (block_until_ready) steps"},
+        "models": [],
+    }
+    if peak:
+        results["matmul_peak"] = matmul_peak()
+    for name in models:
+        if name not in MODEL_CONFIGS:
+            raise ValueError(f"unknown benchmark model {name!r}; choose from {', '.join(MODEL_CONFIGS)}")
+        cfg = MODEL_CONFIGS[name]
+        batch = batch_size or cfg.batch_size
+        use_compile = cfg.torch_compile if torch_compile is None else torch_compile
+        try:
+            results["models"].append(
+                bench_model(cfg, batch=batch, steps=steps, torch_compile=use_compile, max_seconds=max_seconds, log=log)
+            )
+        except Exception as exc:
+            log(f"[{name}] FAILED: {type(exc).__name__}: {exc}")
+            results["models"].append({"model": name, "batch_size": batch, "error": f"{type(exc).__name__}: {exc}"})
+    results["load_after"] = _load()
+    return results
+
+
+# ------------------------------------------------------------------------ time to accuracy
+def time_to_accuracy(
+    *,
+    target: float = 0.97,
+    max_epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    data_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """mnist_cnn to ``target`` test accuracy on mnist_t10k: jaxcnn's jitted steps vs a torch loop.
+
+    Both start from the same weights (the jaxcnn model's, copied into torch_ref's twin) and see
+    the same batches. Returns ``{"target", "runs": {"jax": {...}, "torch": {...}}}``.
+    """
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    import torch_ref.models
+    from jaxcnn import models, optim
+    from jaxcnn.convert import to_torch_arrays
+    from jaxcnn.data import DeviceLoader, load_dataset
+    from jaxcnn.train.state import create_train_state
+    from jaxcnn.train.step import make_steps
+
+    data_dir = data_dir or REPO_ROOT.parent / "shared" / "data" / "mnist"
+    splits = load_dataset("mnist_t10k", data_dir=data_dir)
+    train, test = splits["train"], splits["test"]
+    loader = DeviceLoader(train, batch_size, shuffle=True, seed=0, drop_last=False)
+    test_loader = DeviceLoader(test, 500, shuffle=False)
+    epochs_batches = []  # the same batches for both sides, materialised once (not timed)
+    for epoch in range(max_epochs):
+        epochs_batches.append([(np.asarray(x), np.asarray(y)) for x, y in loader.iter_epoch(epoch)])
+    test_batches = [(np.asarray(x), np.asarray(y)) for x, y in test_loader.iter_epoch(0)]
+
+    model = models.create("mnist_cnn", num_classes=10, rngs=None, seed=0)
+    torch_model = torch_ref.models.create("mnist_cnn", num_classes=10)
+    torch_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in to_torch_arrays(model).items()})
+
+    runs: dict[str, Any] = {}
+
+    # --- jaxcnn
+    tx = optim.sgd(lr, momentum=MOMENTUM)
+    graphdef, eval_graphdef, state = create_train_state(model, tx)
+    steps = make_steps(graphdef, eval_graphdef, tx)
+    jax_test = [(jnp.asarray(x), jnp.asarray(y)) for x, y in test_batches]
+    jax_epochs = [[(jnp.asarray(x), jnp.asarray(y)) for x, y in b] for b in epochs_batches]
+    jax.block_until_ready(jax_epochs)
+    t0 = time.perf_counter()
+    acc, epoch = 0.0, 0
+    for epoch in range(1, max_epochs + 1):
+        for x, y in jax_epochs[epoch - 1]:
+            state, _ = steps.train_step(state, x, y)
+        correct = sum(int(steps.eval_step(state, x, y)["correct"]) for x, y in jax_test)
+        acc = correct / len(test)
+        log(f"[tta jax] epoch {epoch}: test accuracy {100 * acc:.2f}% at {time.perf_counter() - t0:.1f} s")
+        if acc >= target:
+            break
+    runs["jax"] = {"seconds": time.perf_counter() - t0, "epochs": epoch, "accuracy": acc, "reached": acc >= target}
+
+    # --- torch
+    opt = torch.optim.SGD(torch_model.parameters(), lr=lr, momentum=MOMENTUM)
+    criterion = torch.nn.CrossEntropyLoss()
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+    t_epochs = [[(nchw(x), torch.from_numpy(y.astype(np.int64))) for x, y in b] for b in epochs_batches]
+    t_test = [(nchw(x), torch.from_numpy(y.astype(np.int64))) for x, y in test_batches]
+    t0 = time.perf_counter()
+    acc, epoch = 0.0, 0
+    for epoch in range(1, max_epochs + 1):
+        torch_model.train()
+        for x, y in t_epochs[epoch - 1]:
+            opt.zero_grad(set_to_none=True)
+            criterion(torch_model(x), y).backward()
+            opt.step()
+        torch_model.eval()
+        with torch.no_grad():
+            correct = sum(int((torch_model(x).argmax(1) == y).sum()) for x, y in t_test)
+        acc = correct / len(test)
+        log(f"[tta torch] epoch {epoch}: test accuracy {100 * acc:.2f}% at {time.perf_counter() - t0:.1f} s")
+        if acc >= target:
+            break
+    runs["torch_eager"] = {"seconds": time.perf_counter() - t0, "epochs": epoch, "accuracy": acc, "reached": acc >= target}
+    return {
+        "target": target,
+        "dataset": "mnist_t10k (7,000 train / 2,000 test)",
+        "batch_size": batch_size,
+        "lr": lr,
+        "momentum": MOMENTUM,
+        "loop": "step functions called directly (jaxcnn.train.step jitted steps; plain torch loop), same batches and initial weights",
+        "runs": runs,
+    }
+
+
+# ----------------------------------------------------------------------------------- CLI
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``bench`` subcommand on an ``argparse`` subparsers object."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="training/eval throughput of jaxcnn vs torch_ref, side by side (img/s, compile time, FLOP/s)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODEL_CONFIGS), metavar="MODEL",
+                        help=f"models to benchmark (default: all of {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per mode (median reported; default 30)")
+    parser.add_argument("--batch-size", type=int, help="override every model's default batch size")
+    parser.add_argument("--max-seconds", type=float, help="time budget per mode and model (default: per model)")
+    parser.add_argument("--out", default=None, help="write the JSON results here (default: print only)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--compile", dest="force_compile", action="store_true",
+                        help="run torch.compile for every model (default: only where it compiles quickly)")
+    parser.add_argument("--no-peak", action="store_true", help="skip the 2048^3 matmul peak measurement")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="also train mnist_cnn to 97%% test accuracy on mnist_t10k, jaxcnn vs torch")
+    parser.add_argument("--data-dir", default=None, help="MNIST folder for --time-to-accuracy (default <repo>/../shared/data/mnist)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``bench`` subcommand: print the table, write the JSON when ``--out`` is given."""
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    torch_compile = False if args.no_compile else (True if args.force_compile else None)
+    results = run_benchmark(
+        args.models, steps=args.steps, batch_size=args.batch_size, torch_compile=torch_compile,
+        max_seconds=args.max_seconds, peak=not args.no_peak, log=log,
+    )  # fmt: skip
+    if args.time_to_accuracy:
+        results["time_to_accuracy"] = time_to_accuracy(data_dir=args.data_dir, log=log)
+        results["load_after"] = _load()
+    print(format_table(results))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+        log(f"wrote {args.out}")
+    return 1 if any("error" in r for r in results["models"]) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m jaxcnn.bench [options]``."""
+    parser = argparse.ArgumentParser(prog="jaxcnn-bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_bench_parser(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Benchmark jaxcnn against torch_ref side by side (thin wrapper of ``jaxcnn bench``).
+
+Usage::
+
+    python scripts/benchmark.py --models mnist_cnn cifar_cnn --steps 30 --out docs/benchmark.json
+    python scripts/benchmark.py --time-to-accuracy
+
+See :mod:`jaxcnn.bench` for what is measured.
+"""
+
+import sys
+
+from jaxcnn import _platform
+
+_platform.configure_platform()
+
+from jaxcnn.bench import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
