@@ -91,6 +91,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--crop-padding", type=int, default=_S, help=f"random-crop padding [{d.crop_padding}]")
     g.add_argument("--no-flip", dest="flip", action="store_false", default=_S, help="no horizontal flips when augmenting")
     g.add_argument("--compute-dtype", default=_S, choices=["float32", "bfloat16", "float16"], help="[float32]")
+    g.add_argument("--data-parallel", action="store_const", const=True, default=_S,
+                   help="split batches over all local devices (GPUs, or CPU devices from "
+                   "XLA_FLAGS=--xla_force_host_platform_device_count=N)")  # fmt: skip
     g.add_argument("--seed", type=int, default=_S, help=f"[{d.seed}]")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=_S, help="run folder [runs/<model>-<dataset>]")

@@ -48,6 +48,9 @@ class TrainConfig:
       augment: random crop (``crop_padding``) + horizontal flip (``flip``) of training images.
       compute_dtype: ``float32``, or ``bfloat16``/``float16`` mixed precision (float32 master
         weights).
+      data_parallel: split each training batch over all local devices (a ``jax.sharding`` mesh
+        over the batch axis, state replicated; see :mod:`jaxcnn.train.distributed`). The batch
+        size must divide by the device count (use ``drop_last`` for a ragged last batch).
       seed: seeds the model initialisation, the train/val split, the shuffling, augmentation and
         Dropout. Same seed, same machine: same numbers.
 
@@ -96,6 +99,7 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     compute_dtype: str = "float32"
+    data_parallel: bool = False
     seed: int = 0
 
     out: str | None = None

@@ -36,6 +36,7 @@ from jaxcnn.train.checkpoint import NonFiniteStateError, RunCheckpointer
 from jaxcnn.train.config import TrainConfig
 from jaxcnn.train.logging import TensorBoardLogger, epoch_line, progress_bar, write_json_atomic, write_results
 from jaxcnn.train.state import TrainState, create_train_state, state_to_model
+from jaxcnn.train.distributed import batch_sharding, data_parallel, make_mesh, replicate, replicated_sharding
 from jaxcnn.train.step import make_steps
 
 __all__ = ["RunExistsError", "Trainer", "TrainingDivergedError", "evaluate_checkpoint", "experiment", "load_splits"]
@@ -111,9 +112,11 @@ class Trainer:
         self.config = config = config.replace(num_classes=int(num_classes))
         self.num_classes = int(num_classes)
 
+        self.mesh = make_mesh() if config.data_parallel else None
         self.train_loader = DeviceLoader(
             train, config.batch_size, shuffle=True, seed=config.seed, drop_last=config.drop_last,
             augment=config.augment, crop_padding=config.crop_padding, flip=config.flip,
+            sharding=None if self.mesh is None else batch_sharding(self.mesh),
         )  # fmt: skip
         self.steps_per_epoch = len(self.train_loader)
         self._eval_loaders: dict[str, DeviceLoader | None] = {}
@@ -128,6 +131,15 @@ class Trainer:
             self.graphdef, self.eval_graphdef, self.tx, label_smoothing=config.label_smoothing,
             aux_loss_weight=config.resolved_aux_loss_weight, compute_dtype=compute_dtype,
         )  # fmt: skip
+        if self.mesh is not None:
+            self.state = replicate(self.state, self.mesh)
+            replicated = replicated_sharding(self.mesh)
+            self.steps = self.steps._replace(
+                train_step=data_parallel(self.steps.train_step, self.mesh),
+                # evaluation batches may not divide by the device count: every device scores
+                # the whole (replicated) batch
+                eval_step=jax.jit(self.steps.eval_step, in_shardings=replicated, out_shardings=replicated),
+            )
         self.num_params = int(sum(x.size for x in jax.tree.leaves(self.state.params)))
 
     # ------------------------------------------------------------------------------ set-up
@@ -218,6 +230,8 @@ class Trainer:
                 )
             if latest is not None:
                 self.state, meta = ckpt.restore(self.state)
+                if self.mesh is not None:
+                    self.state = replicate(self.state, self.mesh)
                 self._check_resumable(meta["config"])
                 epoch, start_step = int(meta["epoch"]), int(meta["step_in_epoch"])
                 history = {k: list(meta["history"][k]) for k in _HISTORY_KEYS}
