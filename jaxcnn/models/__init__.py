@@ -24,10 +24,6 @@ _FAMILIES = (
 )
 
 for _family in _FAMILIES:
-    try:
-        importlib.import_module(f"jaxcnn.models.{_family}")
-    except ModuleNotFoundError as error:  # a family still being written
-        if error.name != f"jaxcnn.models.{_family}":
-            raise
+    importlib.import_module(f"jaxcnn.models.{_family}")
 
 __all__ = ["create", "input_size", "names", "register"]

@@ -52,7 +52,7 @@ class CifarCNN(nnx.Module):
         return x
 
 
-@register("cifar_cnn")
+@register("cifar_cnn", input_size=(32, 32, 3))
 def cifar_cnn(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarCNN:
     """Build :class:`CifarCNN`; input (N, 32, 32, 3) NHWC, output (N, num_classes)."""
     return CifarCNN(num_classes=num_classes, rngs=rngs)

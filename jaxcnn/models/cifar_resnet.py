@@ -141,19 +141,19 @@ class CifarResNet(nnx.Module):
         return out
 
 
-@register("cifar_resnet18")
+@register("cifar_resnet18", input_size=(32, 32, 3))
 def cifar_resnet18(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarResNet:
     """CIFAR ResNet-18 (BasicBlock, [2, 2, 2, 2]); input (N, 32, 32, 3) NHWC, output (N, num_classes)."""
     return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, rngs=rngs)
 
 
-@register("cifar_resnet34")
+@register("cifar_resnet34", input_size=(32, 32, 3))
 def cifar_resnet34(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarResNet:
     """CIFAR ResNet-34 (BasicBlock, [3, 4, 6, 3]); input (N, 32, 32, 3) NHWC, output (N, num_classes)."""
     return CifarResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, rngs=rngs)
 
 
-@register("cifar_resnet50")
+@register("cifar_resnet50", input_size=(32, 32, 3))
 def cifar_resnet50(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarResNet:
     """CIFAR ResNet-50 (Bottleneck, [3, 4, 6, 3]); input (N, 32, 32, 3) NHWC, output (N, num_classes)."""
     return CifarResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, rngs=rngs)

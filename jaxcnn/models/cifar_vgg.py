@@ -65,25 +65,25 @@ class CifarVGG(nnx.Module):
         return x
 
 
-@register("cifar_vgg11")
+@register("cifar_vgg11", input_size=(32, 32, 3))
 def cifar_vgg11(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarVGG:
     """VGG-11-BN for (N, 32, 32, 3) NHWC inputs; output (N, num_classes)."""
     return CifarVGG("vgg11", num_classes=num_classes, rngs=rngs)
 
 
-@register("cifar_vgg13")
+@register("cifar_vgg13", input_size=(32, 32, 3))
 def cifar_vgg13(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarVGG:
     """VGG-13-BN for (N, 32, 32, 3) NHWC inputs; output (N, num_classes)."""
     return CifarVGG("vgg13", num_classes=num_classes, rngs=rngs)
 
 
-@register("cifar_vgg16")
+@register("cifar_vgg16", input_size=(32, 32, 3))
 def cifar_vgg16(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarVGG:
     """VGG-16-BN for (N, 32, 32, 3) NHWC inputs; output (N, num_classes)."""
     return CifarVGG("vgg16", num_classes=num_classes, rngs=rngs)
 
 
-@register("cifar_vgg19")
+@register("cifar_vgg19", input_size=(32, 32, 3))
 def cifar_vgg19(*, num_classes: int = 10, rngs: nnx.Rngs) -> CifarVGG:
     """VGG-19-BN for (N, 32, 32, 3) NHWC inputs; output (N, num_classes)."""
     return CifarVGG("vgg19", num_classes=num_classes, rngs=rngs)

@@ -44,7 +44,7 @@ class LeNet5(nnx.Module):
         return x
 
 
-@register("lenet5")
+@register("lenet5", input_size=(32, 32, 1))
 def lenet5(*, num_classes: int = 10, rngs: nnx.Rngs) -> LeNet5:
     """Build :class:`LeNet5`; input (N, 32, 32, 1) NHWC, output (N, num_classes)."""
     return LeNet5(num_classes=num_classes, rngs=rngs)

@@ -38,7 +38,7 @@ class MLP(nnx.Module):
         return x
 
 
-@register("mlp")
+@register("mlp", input_size=(28, 28, 1))
 def mlp(*, num_classes: int = 10, rngs: nnx.Rngs) -> MLP:
     """Build :class:`MLP`; input (N, 28, 28, 1) NHWC, output (N, num_classes)."""
     return MLP(num_classes=num_classes, rngs=rngs)
