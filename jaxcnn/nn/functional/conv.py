@@ -40,6 +40,77 @@ def conv_padding(
     return ((ph, ph), (pw, pw))
 
 
+def _output_hw(
+    in_hw: Sequence[int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    dilations: tuple[int, int],
+) -> tuple[int, int]:
+    return tuple(  # type: ignore[return-value]
+        (size + lo + hi - d * (k - 1) - 1) // s + 1
+        for size, k, s, (lo, hi), d in zip(in_hw, kernel, strides, pads, dilations)
+    )
+
+
+def _swapped_by_xla(
+    in_hw: Sequence[int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    dilations: tuple[int, int],
+) -> bool:
+    """True when XLA would swap this convolution's operands (forward or input gradient).
+
+    XLA's conv operand swapper turns a convolution whose spatial input is smaller than its
+    kernel (``H * W < kH * kW``, e.g. a 3x3 convolution on a 2x2 map, as in the last VGG /
+    ResNet stage at 32x32 / 64x64 inputs) into one with the operands exchanged. On CPU the
+    swapped convolution no longer has the NHWC/HWIO layout of XLA's Eigen kernel and runs in
+    XLA's generic loop emitter, 30-70x slower than the same work as a matmul. The gradient
+    with respect to the input is a convolution over the output's spatial size, so the output
+    size is checked as well.
+    """
+    area = kernel[0] * kernel[1]
+    if area <= 1:
+        return False
+    out_h, out_w = _output_hw(in_hw, kernel, strides, pads, dilations)
+    return in_hw[0] * in_hw[1] < area or out_h * out_w < area
+
+
+def _conv2d_as_matmul(
+    input: jax.Array,
+    weight: jax.Array,
+    strides: tuple[int, int],
+    pads: tuple[tuple[int, int], tuple[int, int]],
+    dilations: tuple[int, int],
+) -> jax.Array:
+    """The same ``groups=1`` cross-correlation as one matmul over explicit patches (im2col).
+
+    Only used for small spatial maps (see :func:`_swapped_by_xla`), where the patch matrix is
+    tiny. Patch features are ordered ``(kh, kw, c_in)``, which is the HWIO weight reshaped to
+    ``(kH * kW * C_in, C_out)``. Autodiff gives slices/pads and matmuls, never a convolution.
+    """
+    kernel_h, kernel_w, in_channels, out_channels = weight.shape
+    out_h, out_w = _output_hw(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations)
+    x = jnp.pad(input, ((0, 0), pads[0], pads[1], (0, 0)))
+    (sh, sw), (dh, dw) = strides, dilations
+    n = x.shape[0]
+    cols = [
+        lax.slice(
+            x,
+            (0, i * dh, j * dw, 0),
+            (n, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, in_channels),
+            (1, sh, sw, 1),
+        )
+        for i in range(kernel_h)
+        for j in range(kernel_w)
+    ]
+    patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    w = weight.reshape(kernel_h * kernel_w * in_channels, out_channels)
+    out = lax.dot_general(patches, w, (((3,), (0,)), ((), ())))
+    return out.astype(jnp.result_type(input, weight))
+
+
 def conv2d(
     input: jax.Array,
     weight: jax.Array,
@@ -92,15 +163,18 @@ def conv2d(
                 f"than the padded input {size + lo + hi} along {'HW'[axis]} "
                 f"(input {tuple(input.shape)}, padding {pads})"
             )
-    out = lax.conv_general_dilated(
-        input,
-        weight,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilations,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=groups,
-    )
+    if groups == 1 and _swapped_by_xla(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations):
+        out = _conv2d_as_matmul(input, weight, strides, pads, dilations)
+    else:
+        out = lax.conv_general_dilated(
+            input,
+            weight,
+            window_strides=strides,
+            padding=pads,
+            rhs_dilation=dilations,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
     if bias is not None:
         out = out + bias.astype(out.dtype)
     return out
