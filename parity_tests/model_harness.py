@@ -97,6 +97,33 @@ def randomize_torch_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Mod
     return model
 
 
+@contextlib.contextmanager
+def cheap_tracer_origin_messages():
+    """Make tracing deep models (``abstract_init``, ``jit=True``) linear instead of quadratic in their size.
+
+    Under tracing, flax's ``Variable.set_value`` (every ``rngs.params()`` counter increment,
+    every initialiser, every training-mode BatchNorm update) probes ``getattr(value,
+    'sharding', None)`` on a tracer; JAX answers with an AttributeError whose message walks
+    the whole program traced so far (``DynamicJaxprTracer._origin_msg``). The message is
+    discarded, but building it costs tens of seconds for a DenseNet. Only that message
+    text is stubbed out, inside the block (the same trick as tests/test_models_registry.py).
+    """
+    try:
+        from jax._src.interpreters.partial_eval import DynamicJaxprTracer
+    except ImportError:  # JAX internals moved: run at the normal speed
+        yield
+        return
+    original = DynamicJaxprTracer.__dict__.get("_origin_msg")
+    if original is None:
+        yield
+        return
+    DynamicJaxprTracer._origin_msg = lambda self: ""
+    try:
+        yield
+    finally:
+        DynamicJaxprTracer._origin_msg = original
+
+
 def _fill_abstract_rng_streams(jax_model: nnx.Module, seed: int) -> None:
     """Give RNG streams left abstract by ``nnx.eval_shape`` (e.g. Dropout's) concrete keys and counts.
 
@@ -127,10 +154,17 @@ def make_pair(name: str, *, seed: int = 0, abstract_init: bool = False, **option
         jax_model = nnx.eval_shape(lambda: jaxcnn.models.create(name, rngs=nnx.Rngs(seed), **options))
     else:
         jax_model = jaxcnn.models.create(name, rngs=nnx.Rngs(seed), **options)
-    # Load copies: on CPU ``jnp.asarray`` can alias a torch tensor's memory (a zero-copy
-    # view), and torch updates BatchNorm buffers in place during its training forward,
-    # which would silently change the jaxcnn model's running statistics too.
-    load_torch_state_dict(jax_model, {key: value.detach().clone() for key, value in torch_model.state_dict().items()})
+    # Load copies of what the converter could alias: on CPU ``jnp.asarray`` of a contiguous
+    # array can be a zero-copy view of the torch tensor's memory, and torch updates
+    # BatchNorm buffers in place during its training forward, which would silently change
+    # the jaxcnn model's running statistics too. Big weights whose dims all exceed 1 are
+    # transposed into JAX layouts (a copy) anyway and are not cloned: cloning VGG's
+    # 100M-entry classifier costs seconds.
+    state_dict = {
+        key: value.detach() if value.numel() >= 1 << 20 and value.dim() >= 2 and min(value.shape) > 1 else value.detach().clone()
+        for key, value in torch_model.state_dict().items()
+    }
+    load_torch_state_dict(jax_model, state_dict)
     if abstract_init:
         _fill_abstract_rng_streams(jax_model, seed)
         abstract = [path for path, leaf in nnx.to_flat_state(nnx.state(jax_model)) if isinstance(leaf.get_value(), jax.ShapeDtypeStruct)]
@@ -372,3 +406,29 @@ def check_init_statistics(
             assert abs(actual.mean() - expected.mean()) <= 0.2 * expected.std(), f"{key}: init mean {actual.mean():.4g} vs torch {expected.mean():.4g}"
             ratios[key] = float(ratio)
     return ratios
+
+
+def _cast_jax_model(jax_model: nnx.Module, dtype) -> None:
+    state = nnx.state(jax_model)
+    nnx.update(jax_model, jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state))
+
+
+@contextlib.contextmanager
+def float64(torch_model: torch.nn.Module, jax_model: nnx.Module):
+    """Run the block with both models in float64 (``jax.enable_x64``); back to float32 after.
+
+    For train-step checks of deep models in training mode: with batch 2 and tiny late-stage
+    maps, each BatchNorm normalises a handful of values per channel, which amplifies float32
+    rounding (torch float32 itself can be 1e-4 off a float64 run in the outputs and far more in
+    gradients), and a pre-activation within rounding of 0 can take different ReLU branches in
+    the two frameworks. In float64 the same comparison holds to ~1e-12, so a semantic
+    difference cannot hide behind rounding. Pass ``x.double()`` inside the block.
+    """
+    with jax.enable_x64(True):
+        torch_model.double()
+        _cast_jax_model(jax_model, jnp.float64)
+        try:
+            yield
+        finally:
+            torch_model.float()
+            _cast_jax_model(jax_model, jnp.float32)

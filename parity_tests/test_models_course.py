@@ -2,8 +2,9 @@
 
 Each model: the torch_ref state dict loads unchanged and round-trips bit-exactly, eval
 logits and every stage's features agree, a training step agrees (outputs, the gradient of
-every parameter), at an even and an odd input size where the architecture accepts one,
-and a freshly made model is initialised like torch's.
+every parameter), at an even and an odd input size where the architecture accepts one.
+The jaxcnn twins are built with ``abstract_init=True`` (every weight comes from torch);
+PyTorch's default initialisation, which all four use, is checked on its own below.
 """
 
 import pytest
@@ -16,8 +17,9 @@ def test_mlp_parity():
     torch_model, jax_model = make_pair("mlp", abstract_init=True)
     check_round_trip(torch_model, jax_model)
     x = torch_input((2, 1, 28, 28))  # 784 inputs per sample: 28x28 is the only image size
+    # mlp runs eagerly (op by op), the other models under jit (cheaper to compile).
     check_eval(torch_model, jax_model, x, features=("fc1", "fc2"))
-    check_train_step(torch_model, jax_model, x, torch.tensor([3, 8]))
+    check_train_step(torch_model, jax_model, x, torch.tensor([3, 8]))  # eager, op by op
 
 
 @pytest.mark.parametrize("side", [32, 35])  # 32..35 all flatten to 16 x 5 x 5
@@ -25,8 +27,8 @@ def test_lenet5_parity(side):
     torch_model, jax_model = make_pair("lenet5", abstract_init=True)
     check_round_trip(torch_model, jax_model)
     x = torch_input((2, 1, side, side), seed=side)
-    check_eval(torch_model, jax_model, x, features=("conv1", "conv2", "fc1", "fc2"))
-    check_train_step(torch_model, jax_model, x, torch.tensor([0, 9]))
+    check_eval(torch_model, jax_model, x, features=("conv1", "conv2", "fc1", "fc2"), jit=True)
+    check_train_step(torch_model, jax_model, x, torch.tensor([0, 9]), jit=True)
 
 
 @pytest.mark.parametrize("side", [32, 35])  # 32..39 all flatten to 64 x 4 x 4

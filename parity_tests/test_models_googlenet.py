@@ -8,9 +8,10 @@ non-divisible, overlapping adaptive windows. ``test_inception_aux_parity`` cover
 head alone at 14x14 (the 224-input case) and 5x5.
 
 Eval mode is compared in float32 at the default 1e-5 (measured: ~3e-7). Training steps are
-compared in float64 (torch ``.double()``, JAX under ``jax.enable_x64``), also at the
-default 1e-5 (measured: gradients 4e-12, everything else <2e-13), because in float32 one
-training step at these tiny inputs is ill-conditioned for torch itself: from inception4a
+compared in float64 (the harness's ``float64``: torch ``.double()``, JAX under
+``jax.enable_x64``), also at the default 1e-5 (measured: gradients 4e-12, everything else
+<2e-13), because in float32 one training step at these tiny inputs is ill-conditioned for
+torch itself: from inception4a
 on (15x15) or inception5a (48x48) the maps are 1x1 or 2x2, so with batch 2 each
 training-mode BatchNorm normalises 2 or 8 values per channel. Its output is then nearly
 +-1 whatever its input and its backward pass a near-total cancellation
@@ -41,9 +42,11 @@ from conftest import check_module_parity
 from jaxcnn.models.googlenet import GoogLeNet, GoogLeNetOutputs, InceptionAux
 from model_harness import (
     assert_close,
+    cheap_tracer_origin_messages,
     check_eval,
     check_round_trip,
     check_train_step,
+    float64,
     jax_input,
     make_pair,
     nchw,
@@ -80,12 +83,10 @@ def _pair(**options):
     return make_pair("googlenet", abstract_init=True, **options)
 
 
-def _float64(torch_model, jax_model):
-    """Both models in float64 (call inside ``jax.enable_x64(True)``)."""
-    torch_model.double()
-    state = nnx.state(jax_model)
-    nnx.update(jax_model, jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, state))
-    return torch_model, jax_model
+@pytest.fixture(autouse=True, scope="module")
+def _fast_tracing():
+    with cheap_tracer_origin_messages():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,8 @@ def test_googlenet_eval_parity(eval_pair, size, transform_input):
 @pytest.mark.parametrize("size", [15, pytest.param(48, marks=pytest.mark.slow)])
 def test_googlenet_train_step_float64(size):
     """One float64 training step: logits and both aux heads, every parameter's gradient, BatchNorm statistics."""
-    with jax.enable_x64(True):
-        torch_model, jax_model = _float64(*_pair())
+    torch_model, jax_model = _pair()
+    with float64(torch_model, jax_model):
         x = torch_input((2, 3, size, size)).double()
         check_train_step(torch_model, jax_model, x, torch.tensor([1, 7]), jit=True)
 

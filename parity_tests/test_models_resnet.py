@@ -1,35 +1,33 @@
 """Model-level parity for the ResNet family: torchvision ResNet-18/34/50/101/152, the course's
 CIFAR ResNets and the SE-ResNets (``jaxcnn.models.{resnet,cifar_resnet,se_resnet}``).
 
-Every model: the torch state dict round-trips bit for bit, eval logits and the features after
-every stage (plus some blocks and downsample branches) agree, and one train-mode step
-(outputs, the gradient of every parameter, BatchNorm running statistics) agrees, all at
-``RTOL = 1e-5`` relative to each tensor's largest magnitude, at batch 2.
+Every model, at batch 2: the torch state dict round-trips bit for bit; eval logits and the
+features after every stage (plus some blocks, downsample/shortcut branches and SE gates) agree
+at ``RTOL = 1e-5`` (relative to each tensor's largest magnitude); one train-mode step (loss,
+outputs, the gradient of every parameter, BatchNorm running statistics) agrees -- in float32 for
+the 18-layer models and in float64 for every model (see the comments at the cases for why).
 
-Input sizes. ImageNet-style models (stride 32) run at 32 (even: 16, 8, 8, 4, 2, 1 through the
-stem, max-pool and stages) and 33 (odd: 17, 9, 9, 5, 3, 2, so every stride-2 conv and the
-max-pool see odd maps). Their *train* steps run at 33, not 32: at 32 the layer4 map is 1x1, so
-in training mode each layer4 BatchNorm normalises only 2 values per channel (batch 2), which is
-ill-conditioned -- torch float32 itself is ~7e-2 away from a float64 torch run at layer4 there,
-and jaxcnn is no further from float64 than torch is. At 33 (2x2 map, 8 values per channel) both
-agree with float64 to ~5e-6. The even-size train step uses 64 (2x2 layer4 map) for the cheaper
-models. CIFAR ResNets (fixed 4x4 average pool on layer4) accept 25..56 pixels per side; they
-run at 32 (layer4 4x4) and 33 (layer4 5x5, the pool drops the last row/column).
+Input sizes. ImageNet-style models (stride 32) run eval at 32 (even: 16, 8, 8, 4, 2, 1 through
+the stem, max-pool and stages) and 33 (odd: 17, 9, 9, 5, 3, 2, so every stride-2 conv and the
+max-pool see odd maps). Float32 train steps run at 33: at 32 the layer4 map is 1x1 and each
+layer4 BatchNorm normalises only 2 values per channel, which is ill-conditioned in float32
+(torch float32 itself is ~7e-2 off a float64 torch run at layer4; jaxcnn is no further off).
+CIFAR ResNets (fixed 4x4 average pool on layer4) accept 25..56 pixels per side; eval runs at 32
+(layer4 4x4) and 33 (layer4 5x5, the pool drops the last row/column).
 
-The jaxcnn twins are built with ``make_pair(..., abstract_init=True)`` (shapes only; every
-weight is then loaded from torch), which skips tens of CPU seconds of per-shape compilation of
-random initialisers; initialisation is tested in ``tests/test_models_resnet_init.py``.
-
-ResNet-101/152 train steps are ``slow`` (run with ``--runslow`` or ``JAXCNN_RUNSLOW=1``);
-their default-run check is the round trip plus eval at both sizes with all stage features.
+Speed. The jaxcnn twins are built with ``make_pair(..., abstract_init=True)`` (shapes only;
+every weight is loaded from torch), which skips tens of CPU seconds of per-shape compilation of
+random initialisers (initialisation is tested in ``tests/test_models_resnet_init.py``), and the
+checks run jitted (``jit=True``). ``slow`` cases (``--runslow``) add train steps that repeat
+a default case with more of the same blocks, and ResNet-101/152 eval at 32.
 """
-
-import os
 
 import pytest
 import torch
 
-from model_harness import check_eval, check_round_trip, check_train_step, make_pair, torch_input
+from model_harness import check_eval, check_round_trip, check_train_step, float64, make_pair, torch_input
+
+JIT = True  # one compiled forward/backward per check: ~2x faster than op-by-op for these deep models
 
 IMAGENET_FEATURES = ("layer1", "layer2", "layer3", "layer4", "layer1.0", "layer2.0", "layer2.0.downsample", "layer4.0.downsample")
 LABELS = torch.tensor([3, 7])
@@ -46,55 +44,89 @@ def _features(name: str) -> tuple[str, ...]:
         return _ordered(("layer1", "layer2", "layer3", "layer4", "layer1.0", "layer2.0", "layer2.0.shortcut", "layer4.1"))
     features = IMAGENET_FEATURES + ("layer3.1",)
     if name.startswith("se_"):
-        features += ("layer1.0.se", "layer4.0.se")
+        # The SE gate's inputs (fc2 output); the SELayer's own output is updated in place by
+        # torch's ``out += identity``, so a hook on it would record the block output.
+        features += ("layer1.0.se.fc2", "layer4.0.se.fc2")
     return _ordered(features)
 
 
-def _skip_unless_runslow(request):
-    if not (request.config.getoption("--runslow", default=False) or os.environ.get("JAXCNN_RUNSLOW")):
-        pytest.skip("slow: run with --runslow or JAXCNN_RUNSLOW=1")
-
-
 IMAGENET_MODELS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "se_resnet18", "se_resnet50"]
-DEEP_MODELS = ("resnet101", "resnet152")
-EVEN_TRAIN_MODELS = ("resnet18", "se_resnet18")
 CIFAR_MODELS = ["cifar_resnet18", "cifar_resnet34", "cifar_resnet50"]
+DEEP_MODELS = ("resnet101", "resnet152")
+SLOW = pytest.mark.slow
+
+# Float32 train steps: loss, outputs and BatchNorm statistics at RTOL; gradients at F32_GRAD_RTOL.
+# Measured worst gradient errors (jaxcnn vs torch): resnet18 1.2e-5, resnet34 3.6e-5, se_resnet18
+# 1.2e-5, cifar_resnet18 6.5e-6. Not a semantic gap: torch's own float32 gradients are up to
+# 2.4e-5 away from a float64 torch run on the same weights and input (backprop through 20-35
+# training-mode BatchNorms, each subtracting two projections of the incoming gradient), so two
+# float32 implementations can differ by about the sum.
+F32_GRAD_RTOL = 4e-5
+# (model, size, input seed). Seeds are fixed because a ReLU pre-activation (or a max-pool
+# runner-up) within float32 rounding of the decision takes different branches in the two
+# frameworks and flips a gradient contribution: e.g. resnet18 at 64 with seed 2 (torch
+# pre-activation +4.9e-6, jaxcnn -2.7e-6 in one channel of layer3.1: 8e-2 gradient error, while
+# every continuous quantity agrees to 4e-6). Those are discontinuities, not disagreements, and
+# their odds grow with the number of activations, so float32 gradients are compared on the
+# 18-layer models only; the float64 checks below cannot hit them.
+F32_TRAIN_CASES = [
+    ("resnet18", 33, 1),
+    ("se_resnet18", 33, 1),
+    ("cifar_resnet18", 32, 33),
+]
+# Float64 train steps: ImageNet-style models at 32 (even; with batch 2 the 1x1 layer4 map leaves
+# each BatchNorm 2 values per channel, fine in float64), CIFAR ones at 25 (the smallest size the
+# 4x4 pool takes; odd: 25, 13, 7, 4). Each one compiles a whole float64 forward/backward (~20-40 s
+# on a busy 2-core machine), so the default run keeps one per block family not already trained in
+# float32 (torchvision Bottleneck: resnet50; CIFAR Bottleneck: cifar_resnet50); the slow-marked
+# ones add the same blocks in other depths (the SE gate and the BasicBlocks are trained in float32).
+F64_TRAIN_CASES = [
+    pytest.param("resnet18", marks=SLOW),
+    pytest.param("resnet34", marks=SLOW),
+    "resnet50",
+    pytest.param("resnet101", marks=SLOW),
+    pytest.param("resnet152", marks=SLOW),
+    pytest.param("se_resnet18", marks=SLOW),
+    pytest.param("se_resnet50", marks=SLOW),
+    pytest.param("cifar_resnet18", marks=SLOW),
+    pytest.param("cifar_resnet34", marks=SLOW),
+    "cifar_resnet50",
+]
 
 
-@pytest.mark.parametrize("name", IMAGENET_MODELS)
-def test_imagenet_resnet_parity(name):
-    """Round trip, eval at 32 and 33 with stage/block features, train step at 33 (and 64 for the
-    18-layer models). ResNet-101/152 train steps are in the slow test below."""
+@pytest.mark.parametrize("name", IMAGENET_MODELS + CIFAR_MODELS)
+def test_round_trip_and_eval(name, request):
+    """State dict round trip; eval logits and stage/block features at 32 (even) and 33 (odd).
+
+    ResNet-101/152 (more of the same Bottlenecks as ResNet-50) run at 33 only by default."""
     torch_model, jax_model = make_pair(name, abstract_init=True)
     check_round_trip(torch_model, jax_model)
-    for size in (32, 33):
-        check_eval(torch_model, jax_model, torch_input((2, 3, size, size), seed=size), features=_features(name))
-    if name in DEEP_MODELS:
-        return
-    check_train_step(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=1), LABELS)
-    if name in EVEN_TRAIN_MODELS:
-        check_train_step(torch_model, jax_model, torch_input((2, 3, 64, 64), seed=2), LABELS)
+    for size in (33,) if name in DEEP_MODELS and not request.config.getoption("--runslow") else (32, 33):
+        check_eval(torch_model, jax_model, torch_input((2, 3, size, size), seed=size), features=_features(name), jit=JIT)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet50", *DEEP_MODELS, "se_resnet50"])
-def test_deep_resnet_train_steps(name, request):
-    """Train steps of the deep models at 33 (odd) and 64 (even, 2x2 layer4 map)."""
-    _skip_unless_runslow(request)
+@pytest.mark.parametrize(("name", "size", "seed"), F32_TRAIN_CASES)
+def test_train_step_float32(name, size, seed):
     torch_model, jax_model = make_pair(name, abstract_init=True)
-    for size in (33, 64):
-        check_train_step(torch_model, jax_model, torch_input((2, 3, size, size), seed=size), LABELS)
+    check_train_step(torch_model, jax_model, torch_input((2, 3, size, size), seed=seed), LABELS, grad_rtol=F32_GRAD_RTOL, jit=JIT)
 
 
-@pytest.mark.parametrize("name", CIFAR_MODELS)
-def test_cifar_resnet_parity(name):
-    """Round trip, eval and a train step at 32 (layer4 4x4) and 33 (layer4 5x5)."""
+@pytest.mark.parametrize("name", F64_TRAIN_CASES)
+def test_train_step_float64(name):
+    """The train step of every model in float64 at RTOL (it holds to ~1e-12).
+
+    For the Bottleneck and deeper models a float32 train step is not a meaningful 1e-5 test:
+    with batch 2 the late-stage BatchNorms see 2-18 values per channel and amplify rounding;
+    torch float32 is itself 6e-5 (resnet50) to 1e-3 (resnet152) off float64 in the train-mode
+    outputs and 0.08-0.5 in some gradients (BatchNorm amplification plus the branch flips above),
+    and jaxcnn float32 is no further off. Float64 removes that noise, so this checks the
+    semantics of every op, gradient and running statistic.
+    """
     torch_model, jax_model = make_pair(name, abstract_init=True)
-    check_round_trip(torch_model, jax_model)
-    for size in (32, 33):
-        x = torch_input((2, 3, size, size), seed=size)
-        check_eval(torch_model, jax_model, x, features=_features(name))
-        check_train_step(torch_model, jax_model, x, LABELS)
+    size = 25 if name.startswith("cifar_") else 32
+    x = torch_input((2, 3, size, size), seed=5)
+    with float64(torch_model, jax_model):
+        check_train_step(torch_model, jax_model, x.double(), LABELS, jit=JIT)
 
 
 @pytest.mark.parametrize(
@@ -103,14 +135,20 @@ def test_cifar_resnet_parity(name):
         {"zero_init_residual": True, "num_classes": 10},
         {"groups": 4, "width_per_group": 16},
         {"replace_stride_with_dilation": [False, True, True]},
+        pytest.param({"groups": 4, "width_per_group": 16, "train": True}, marks=SLOW),
+        pytest.param({"replace_stride_with_dilation": [False, True, True], "train": True}, marks=SLOW),
     ],
-    ids=["zero_init_residual", "grouped", "dilated"],
+    ids=["zero_init_residual", "grouped", "dilated", "grouped_train", "dilated_train"],
 )
 def test_resnet50_options(options):
-    """torchvision's options build the same graph: keys/shapes load, eval agrees (and a train
-    step for the grouped-conv ResNeXt-style variant)."""
+    """torchvision's options build the same graph: keys/shapes load and eval agrees (slow: a
+    float64 train step of the grouped ResNeXt-style and the dilated variants)."""
+    options = dict(options)
+    train = options.pop("train", False)
     torch_model, jax_model = make_pair("resnet50", abstract_init=True, **options)
     check_round_trip(torch_model, jax_model)
-    check_eval(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=3), features=_ordered(IMAGENET_FEATURES))
-    if "groups" in options:
-        check_train_step(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=4), LABELS)
+    if not train:
+        check_eval(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=3), features=_ordered(IMAGENET_FEATURES), jit=JIT)
+        return
+    with float64(torch_model, jax_model):
+        check_train_step(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=4).double(), LABELS, jit=JIT)

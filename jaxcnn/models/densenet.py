@@ -39,8 +39,10 @@ class _DenseLayer(nnx.Module):
     ``rngs`` (its ``dropout`` stream if present), and ``deterministic`` (set by
     ``model.train()`` / ``model.eval()``) plays ``not self.training``.
     ``memory_efficient=True`` rematerialises the bottleneck (concat-norm1-relu1-conv1) in the
-    backward pass with ``nnx.remat``, as torch's ``torch.utils.checkpoint`` does; the
-    numbers are the same either way.
+    backward pass with ``nnx.remat``, as torch's ``torch.utils.checkpoint`` does; outputs,
+    gradients and statistics are the same as without it. (torch's recomputation re-runs
+    ``norm1`` with its side effects, so there ``memory_efficient=True`` updates norm1's
+    running statistics and counter twice per training step; jaxcnn updates them once.)
     """
 
     def __init__(
