@@ -154,17 +154,7 @@ def make_pair(name: str, *, seed: int = 0, abstract_init: bool = False, **option
         jax_model = nnx.eval_shape(lambda: jaxcnn.models.create(name, rngs=nnx.Rngs(seed), **options))
     else:
         jax_model = jaxcnn.models.create(name, rngs=nnx.Rngs(seed), **options)
-    # Load copies of what the converter could alias: on CPU ``jnp.asarray`` of a contiguous
-    # array can be a zero-copy view of the torch tensor's memory, and torch updates
-    # BatchNorm buffers in place during its training forward, which would silently change
-    # the jaxcnn model's running statistics too. Big weights whose dims all exceed 1 are
-    # transposed into JAX layouts (a copy) anyway and are not cloned: cloning VGG's
-    # 100M-entry classifier costs seconds.
-    state_dict = {
-        key: value.detach() if value.numel() >= 1 << 20 and value.dim() >= 2 and min(value.shape) > 1 else value.detach().clone()
-        for key, value in torch_model.state_dict().items()
-    }
-    load_torch_state_dict(jax_model, state_dict)
+    load_torch_state_dict(jax_model, torch_model.state_dict())  # the converter copies: no aliasing of torch buffers
     if abstract_init:
         _fill_abstract_rng_streams(jax_model, seed)
         abstract = [path for path, leaf in nnx.to_flat_state(nnx.state(jax_model)) if isinstance(leaf.get_value(), jax.ShapeDtypeStruct)]

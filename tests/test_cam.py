@@ -77,11 +77,16 @@ def test_cam_with_features_fn_and_explicit_linear(tiny):
 
 
 def test_cam_gap_vgg():
+    torch = pytest.importorskip("torch")
     import jaxcnn.models
+    import torch_ref.models
+    from jaxcnn.convert import load_torch_state_dict
 
-    # Built and run under jit: eager, VGG-16's many op shapes would each compile separately.
-    build = lambda: jaxcnn.models.create("gap_vgg", num_classes=4, rngs=nnx.Rngs(0))  # noqa: E731
-    model = nnx.merge(nnx.graphdef(nnx.eval_shape(build)), jax.jit(lambda: nnx.state(build()))())
+    # Weights from the torch twin into a shapes-only model, and the forward under jit:
+    # eagerly, VGG-16's many op shapes would each compile separately.
+    torch.manual_seed(0)
+    model = nnx.eval_shape(lambda: jaxcnn.models.create("gap_vgg", num_classes=4, rngs=nnx.Rngs(0)))
+    load_torch_state_dict(model, torch_ref.models.create("gap_vgg", num_classes=4).state_dict())
     model.eval()
     forward = nnx.jit(lambda model, x: model(x))
     image = _image((1, 32, 96, 3), seed=3)

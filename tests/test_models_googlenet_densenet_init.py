@@ -31,9 +31,15 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 def _build(constructor):
     """``constructor()`` run as one compiled function; returns the model."""
-    graphdef = nnx.graphdef(nnx.eval_shape(constructor))
-    state = jax.jit(lambda: nnx.state(constructor()), compiler_options=FAST_COMPILE)()
-    return nnx.merge(graphdef, state)
+    static = {}
+
+    def build():
+        graphdef, state = nnx.split(constructor())
+        static["graphdef"] = graphdef  # static structure, no arrays: safe to keep from the trace
+        return state
+
+    state = jax.jit(build, compiler_options=FAST_COMPILE)()
+    return nnx.merge(static["graphdef"], state)
 
 
 def _check(torch_model: torch.nn.Module, jax_model: nnx.Module, expected_std) -> int:
