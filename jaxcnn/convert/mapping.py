@@ -99,7 +99,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, object]) -
             continue
         # jnp.array copies: jnp.asarray with a dtype may alias the torch tensor's memory on CPU,
         # and torch's in-place updates would then leak into the jaxcnn model.
-        converted[key] = jnp.array(jax_layout(array, permutation), dtype=current.dtype, copy=True)
+        # (the dtype is converted in numpy: a jnp dtype conversion compiles once per shape)
+        converted[key] = jnp.array(np.asarray(jax_layout(array, permutation), dtype=current.dtype), copy=True)
     unexpected = sorted(set(arrays) - set(variables))
     problems = []
     if missing:
