@@ -19,6 +19,12 @@ class _Recorder:
     def __init__(self, module, name: str, records: dict, calls: list | None):
         self.module, self.name, self.records, self.calls = module, name, records, calls
 
+    def __getattr__(self, attribute):
+        # Anything else (a forward that reads ``self.fc.weight``, ``train()`` flags) is the module's.
+        if attribute == "module":  # not yet set (copy/pickle): no recursion
+            raise AttributeError(attribute)
+        return getattr(self.module, attribute)
+
     def __call__(self, *args, **kwargs):
         output = self.module(*args, **kwargs)
         self.records[self.name] = output
