@@ -1,6 +1,9 @@
 """Smoke test of the benchmark: runs end to end on a tiny config and writes JSON (no timing asserts)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +16,7 @@ def test_bench_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     args = build_parser().parse_args(
         ["bench", "--models", "mlp", "--steps", "3", "--batch-size", "8", "--max-seconds", "0.5",
-         "--no-compile", "--no-peak", "--out", str(out)]
+         "--no-compile", "--no-peak", "--host-devices", "1", "--out", str(out)]
     )
     assert args.func(args) == 0
     data = json.loads(out.read_text())
@@ -25,3 +28,16 @@ def test_bench_runs_and_writes_json(tmp_path):
         assert key in record, key
     assert {"jax", "torch_eager", "torch_channels_last"} <= set(record["train_img_s"])
     assert all(v > 0 for v in record["train_img_s"].values())
+
+
+def test_bench_times_a_data_parallel_step_over_host_devices(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "jaxcnn.bench", "--models", "mnist_cnn", "--steps", "3", "--batch-size", "8",
+               "--max-seconds", "0.5", "--no-compile", "--no-peak", "--host-devices", "2", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "XLA_FLAGS": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads(out.read_text())["models"]
+    assert record["jax_dp_devices"] == 2
+    assert record["train_img_s"]["jax_dp"] > 0 and record["eval_img_s"]["jax_dp"] > 0
+    assert record["train_ratio_jax_dp_over"]["eager"] > 0
+    assert "JAX dp" in result.stdout

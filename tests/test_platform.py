@@ -34,3 +34,33 @@ def test_user_choice_and_accelerators_are_respected(monkeypatch):
     monkeypatch.setattr(_platform, "has_accelerator", lambda: True)
     _platform.configure_platform()
     assert "JAX_PLATFORMS" not in os.environ
+
+
+def _run(code: str, **env_changes):
+    env = {**_env_without_platform(), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    env.update(env_changes)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_use_host_devices_splits_the_cpu_before_jax_starts():
+    code = "from jaxcnn import _platform; n = _platform.use_host_devices(3); import jax; print(n, jax.local_device_count())"
+    assert _run(code) == ["3", "3"]
+    default = "from jaxcnn import _platform; n = _platform.use_host_devices(); import jax; print(n, jax.local_device_count(), _platform.usable_cores())"
+    count, devices, cores = _run(default)
+    assert count == devices == cores
+
+
+def test_use_host_devices_keeps_the_users_xla_flags():
+    code = "from jaxcnn import _platform; n = _platform.use_host_devices(4); import jax; print(n, jax.local_device_count())"
+    assert _run(code, XLA_FLAGS="--xla_force_host_platform_device_count=2") == ["2", "2"]
+
+
+def test_use_host_devices_refuses_once_jax_has_started():
+    code = (
+        "import jax.numpy as jnp; jnp.zeros(1).block_until_ready(); from jaxcnn import _platform\n"
+        "try:\n    _platform.use_host_devices(2)\nexcept RuntimeError:\n    print('refused')"
+    )
+    assert _run(code) == ["refused"]

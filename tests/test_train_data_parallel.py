@@ -13,8 +13,8 @@ ARGS = [
 ]  # fmt: skip
 
 
-def _train(out, *extra):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def _train(out, *extra, xla_flags="--xla_force_host_platform_device_count=2"):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
     command = [sys.executable, "-m", "jaxcnn.cli", "train", *ARGS, "--out", str(out), *extra]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -29,3 +29,15 @@ def test_data_parallel_training_matches_single_device(tmp_path):
     for key in ("train_losses", "val_losses"):
         assert parallel[key] == pytest.approx(single[key], rel=1e-4), key
     assert abs(parallel["test_acc"] - single["test_acc"]) <= 100 / 64 + 1e-9  # at most one test image flips
+    assert parallel["devices"] == 2 and single["devices"] == 1
+
+
+def test_data_parallel_on_a_cpu_only_machine_uses_one_device_per_core(tmp_path):
+    from jaxcnn._platform import usable_cores
+
+    cores = usable_cores()
+    if 32 % cores:
+        pytest.skip(f"batch 32 does not split over {cores} cores")
+    result = _train(tmp_path / "auto", "--data-parallel", xla_flags="")
+    assert result["devices"] == cores
+    assert result["complete"]

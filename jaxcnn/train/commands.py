@@ -92,8 +92,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--no-flip", dest="flip", action="store_false", default=_S, help="no horizontal flips when augmenting")
     g.add_argument("--compute-dtype", default=_S, choices=["float32", "bfloat16", "float16"], help="[float32]")
     g.add_argument("--data-parallel", action="store_const", const=True, default=_S,
-                   help="split batches over all local devices (GPUs, or CPU devices from "
-                   "XLA_FLAGS=--xla_force_host_platform_device_count=N)")  # fmt: skip
+                   help="split batches over all local devices: the GPUs, or on a CPU-only machine one CPU "
+                   "device per core (XLA_FLAGS=--xla_force_host_platform_device_count=N chooses another count)")  # fmt: skip
     g.add_argument("--seed", type=int, default=_S, help=f"[{d.seed}]")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=_S, help="run folder [runs/<model>-<dataset>]")
@@ -146,6 +146,10 @@ def train_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"jaxcnn train: {error}", file=sys.stderr)
         return 2
+    if config.data_parallel:
+        from jaxcnn._platform import use_host_devices
+
+        use_host_devices()  # CPU-only machine: one JAX device per core (an accelerator's devices otherwise)
     if config.out is None:
         config = config.replace(out=_default_out(config, args.resume, args.overwrite))
     out = Path(config.out)

@@ -358,6 +358,7 @@ class Trainer:
             test_acc=test_acc, test_loss=test_loss, epochs=len(history["train_losses"]), steps=global_step,
             steps_per_epoch=spe, complete=complete, num_params=self.num_params, epoch_seconds=epoch_seconds,
             run_seconds=time.perf_counter() - train_start, resumed_from=resumed_from, framework="jax",
+            devices=1 if self.mesh is None else int(self.mesh.size),
         )  # fmt: skip
         if self.out_dir is not None:
             write_results(self.out_dir / "results.json", cfg.to_dict(), result, framework="jax")
