@@ -298,7 +298,7 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
         val_loss=last["val_losses"], test_acc=test_acc, test_loss=test_loss, epochs=config.epochs, steps=step,
         steps_per_epoch=spe, complete=True, num_params=sum(p.numel() for p in model.parameters()),
         epoch_seconds=epoch_seconds, run_seconds=time.perf_counter() - run_start, framework="torch",
-        resumed_from=None, init=init, batch_order=batch_order,
+        resumed_from=None, init=init, batch_order=batch_order, devices=1,
     )  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -402,7 +402,8 @@ def experiment(
       ``result`` with ``train_losses``, ``val_losses``, ``train_accs``, ``val_accs`` (one entry per
       epoch; losses are mean cross entropy, accuracies percent), ``train_acc``, ``val_acc``
       (last epoch), ``test_acc``/``test_loss`` (test split after training), plus ``epochs``,
-      ``steps``, ``steps_per_epoch``, ``complete``, ``num_params``, ``resumed_from`` (the
+      ``steps``, ``steps_per_epoch``, ``complete``, ``num_params``, ``devices`` (how many the
+      batch was split over: 1 unless ``data_parallel``), ``resumed_from`` (the
       checkpoint step this call resumed from, or ``None``) and timings (``epoch_seconds``,
       ``run_seconds``; with ``resumed_from`` the only entries that differ between runs).
 
