@@ -42,8 +42,6 @@ Speed is never asserted anywhere: the JSON records what was measured and under w
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import dataclasses
 import json
 import os
@@ -175,6 +173,22 @@ def _sync_torch() -> None:
     pass  # CPU torch is synchronous
 
 
+def _on_all_devices(train_step: Callable, eval_step: Callable, state: Any) -> tuple[Callable, Callable, Any, Any]:
+    """The jitted steps data-parallel over every local device (the batch split, the state replicated).
+
+    Returns ``(train_step, eval_step, state, batch_sharding)``; put each batch's images (B, H, W, C)
+    and labels (B,) with ``batch_sharding``. Evaluation sums its metrics over the devices.
+    """
+    import jax
+
+    from jaxcnn.train import distributed
+
+    mesh = distributed.make_mesh(jax.local_devices())
+    replicated, batch_sharded = distributed.replicated_sharding(mesh), distributed.batch_sharding(mesh)
+    parallel_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharded, batch_sharded), out_shardings=replicated)
+    return distributed.data_parallel(train_step, mesh), parallel_eval, distributed.replicate(state, mesh), batch_sharded
+
+
 # ------------------------------------------------------------------------------- JAX side
 def _jax_setup(
     cfg: ModelConfig, batch: int, x_np: np.ndarray, y_np: np.ndarray, compute_dtype=None, data_parallel: bool = False
@@ -184,7 +198,6 @@ def _jax_setup(
     import jax.numpy as jnp
 
     from jaxcnn import models, optim
-    from jaxcnn.train import distributed
     from jaxcnn.train.state import create_train_state
     from jaxcnn.train.step import make_steps
 
@@ -192,19 +205,12 @@ def _jax_setup(
     tx = optim.sgd(LR, momentum=MOMENTUM)
     graphdef, eval_graphdef, state = create_train_state(model, tx)
     steps = make_steps(graphdef, eval_graphdef, tx, compute_dtype=compute_dtype)
-    jit_train, jit_eval, shards = steps.train_step, steps.eval_step, 1
+    jit_train, jit_eval, batch_sharding = steps.train_step, steps.eval_step, None
     if data_parallel:
-        mesh = distributed.make_mesh(jax.local_devices())
-        shards = mesh.size
-        jit_train = distributed.data_parallel(jit_train, mesh)
-        replicated, batch_sharded = distributed.replicated_sharding(mesh), distributed.batch_sharding(mesh)
-        jit_eval = jax.jit(jit_eval, in_shardings=(replicated, batch_sharded, batch_sharded), out_shardings=replicated)
-        state = distributed.replicate(state, mesh)
-        x = jax.device_put(jnp.asarray(x_np), distributed.batch_sharding(mesh))
-        y = jax.device_put(jnp.asarray(y_np), distributed.batch_sharding(mesh))
-    else:
-        x = jax.device_put(jnp.asarray(x_np))
-        y = jax.device_put(jnp.asarray(y_np))
+        jit_train, jit_eval, state, batch_sharding = _on_all_devices(jit_train, jit_eval, state)
+    shards = 1 if batch_sharding is None else batch_sharding.mesh.size
+    x = jax.device_put(jnp.asarray(x_np), batch_sharding)
+    y = jax.device_put(jnp.asarray(y_np), batch_sharding)
 
     t0 = time.perf_counter()
     lowered = jit_train.lower(state, x, y)
@@ -538,7 +544,6 @@ def time_to_accuracy(
     the same batches. Returns ``{"target", "runs": {"jax": {...}, "torch": {...}}}``.
     """
     import jax
-    import jax.numpy as jnp
     import torch
 
     import torch_ref.models
@@ -565,8 +570,6 @@ def time_to_accuracy(
     runs: dict[str, Any] = {}
 
     # --- jaxcnn: one device, and data-parallel over all local devices when there are several
-    from jaxcnn.train import distributed
-
     devices = jax.local_device_count()
     jax_modes = ["jax"]
     if devices > 1 and all(len(y) % devices == 0 for batches in (*epochs_batches, test_batches) for _, y in batches):
@@ -576,23 +579,11 @@ def time_to_accuracy(
         tx = optim.sgd(lr, momentum=MOMENTUM)
         graphdef, eval_graphdef, state = create_train_state(model, tx)
         steps = make_steps(graphdef, eval_graphdef, tx)
-        train_step, eval_step = steps.train_step, steps.eval_step
-
-        def put(array):
-            return jnp.asarray(array)
-
+        train_step, eval_step, batch_sharding = steps.train_step, steps.eval_step, None
         if mode == "jax_dp":
-            mesh = distributed.make_mesh(jax.local_devices())
-            replicated, batch_sharded = distributed.replicated_sharding(mesh), distributed.batch_sharding(mesh)
-            train_step = distributed.data_parallel(train_step, mesh)
-            eval_step = jax.jit(eval_step, in_shardings=(replicated, batch_sharded, batch_sharded), out_shardings=replicated)
-            state = distributed.replicate(state, mesh)
-
-            def put(array):
-                return jax.device_put(array, batch_sharded)
-
-        jax_test = [(put(x), put(y)) for x, y in test_batches]
-        jax_epochs = [[(put(x), put(y)) for x, y in b] for b in epochs_batches]
+            train_step, eval_step, state, batch_sharding = _on_all_devices(train_step, eval_step, state)
+        jax_test = [jax.device_put((x, y), batch_sharding) for x, y in test_batches]
+        jax_epochs = [[jax.device_put((x, y), batch_sharding) for x, y in b] for b in epochs_batches]
         jax.block_until_ready(jax_epochs)
         t0 = time.perf_counter()
         acc, epoch = 0.0, 0

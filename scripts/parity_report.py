@@ -107,10 +107,10 @@ def measure(name: str, batch_size: int = 2) -> dict:
     errors["batch statistics (worst)"] = train["batch statistics (worst)"]
     torch_model, jax_model = make_pair(name, abstract_init=True)  # fresh: the float32 step moved the running statistics
     with float64(torch_model, jax_model):
-        exact = check_train_step(
+        float64_errors = check_train_step(
             torch_model, jax_model, x.double(), labels, rtol=math.inf, logits_outputs=logits_outputs, zero_grad_threshold=ZERO_GRADIENT, jit=True
         )
-    errors["float64 train step (worst)"] = max(value for key, value in exact.items() if key != "gradients (model scale)")
+    errors["float64 train step (worst)"] = max(value for key, value in float64_errors.items() if key != "gradients (model scale)")
     errors["round trip"] = "bit-exact"
     errors["seconds"] = round(time.perf_counter() - started, 1)
     return errors
