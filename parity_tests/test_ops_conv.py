@@ -3,6 +3,8 @@
 Every case copies the same weights into both frameworks, runs both on the same input
 (NCHW for torch, NHWC for jaxcnn) and compares the output, the input gradient and the
 weight/bias gradients (VJP with a random cotangent) at rtol 1e-5 of the reference scale.
+The functional cases run with both convolution backends (oneDNN and XLA, see
+``jaxcnn.nn.functional.onednn_conv``); modules and models use the default.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hypothesis import strategies as st
 import jaxcnn.nn as jnn
 from jaxcnn.nn import functional as F
 from jaxcnn.nn.functional import conv as conv_module
+from jaxcnn.nn.functional.onednn_conv import using_conv_backend
 
 from conftest import (
     abstract_module,
@@ -93,9 +96,14 @@ CONV_CASES = [
 ]
 
 
+BACKENDS = pytest.mark.parametrize("backend", ["onednn", "xla"])
+
+
+@BACKENDS
 @pytest.mark.parametrize("n,cin,hw,cout,kernel,stride,padding,dilation,groups", CONV_CASES)
-def test_conv2d_functional(rng, n, cin, hw, cout, kernel, stride, padding, dilation, groups):
-    check_conv2d(rng, n, cin, hw, cout, kernel, stride, padding, dilation, groups)
+def test_conv2d_functional(rng, backend, n, cin, hw, cout, kernel, stride, padding, dilation, groups):
+    with using_conv_backend(backend):
+        check_conv2d(rng, n, cin, hw, cout, kernel, stride, padding, dilation, groups)
 
 
 def test_conv2d_functional_no_bias(rng):
@@ -139,11 +147,13 @@ def conv_configs(draw):
     return n, cin, (h, w), cout, (kh, kw), stride, padding, (dh, dw), groups
 
 
+@BACKENDS
 @fuzz_settings(max_examples=30)
 @given(config=conv_configs(), seed=st.integers(0, 2**16))
-def test_conv2d_functional_fuzz(config, seed):
+def test_conv2d_functional_fuzz(backend, config, seed):
     n, cin, hw, cout, kernel, stride, padding, dilation, groups = config
-    check_conv2d(np.random.default_rng(seed), n, cin, hw, cout, kernel, stride, padding, dilation, groups)
+    with using_conv_backend(backend):
+        check_conv2d(np.random.default_rng(seed), n, cin, hw, cout, kernel, stride, padding, dilation, groups)
 
 
 # ------------------------------------------------------------------------------------

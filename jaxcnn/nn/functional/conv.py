@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, pair
+from jaxcnn.nn.functional.onednn_conv import onednn_conv2d, use_onednn
 
 IntOrPair = int | Sequence[int]
 
@@ -133,6 +134,10 @@ def conv2d(
 
     Returns:
       ``(N, H_out, W_out, C_out)`` with ``H_out = floor((H + 2p - d(k-1) - 1)/s) + 1``.
+
+    On the CPU, float32 convolutions run through oneDNN (the library torch uses) when
+    jaxcnn's native kernels are available, XLA's convolution otherwise; see
+    :mod:`jaxcnn.nn.functional.onednn_conv` for the choice and ``JAXCNN_CONV_BACKEND``.
     """
     check_nhwc(input, "conv2d")
     if weight.ndim != 4:
@@ -163,7 +168,9 @@ def conv2d(
                 f"than the padded input {size + lo + hi} along {'HW'[axis]} "
                 f"(input {tuple(input.shape)}, padding {pads})"
             )
-    if groups == 1 and _swapped_by_xla(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations):
+    if use_onednn(input, weight):
+        out = onednn_conv2d(input, weight, strides, pads, dilations, groups)
+    elif groups == 1 and _swapped_by_xla(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations):
         out = _conv2d_as_matmul(input, weight, strides, pads, dilations)
     else:
         out = lax.conv_general_dilated(
