@@ -8,8 +8,8 @@ for each seed model:
   ``jax.jit`` with the state donated, torch-equivalent SGD with momentum from
   :mod:`jaxcnn.optim`) and of the torch_ref twin in eager, ``channels_last`` and
   ``torch.compile`` modes (``torch.optim.SGD``, same hyper-parameters). The modes are measured
-  *interleaved* (a few steps of each in turn, round after round) so machine load affects them
-  alike; the table reports JAX/torch ratios;
+  *interleaved* (a few steps of each in turn, round after round, the first two of each turn
+  untimed) so machine load affects them alike; the table reports JAX/torch ratios;
 * on a machine with several local JAX devices, also jaxcnn's data-parallel step over all of them
   (``jax_dp``: :func:`jaxcnn.train.distributed.data_parallel`, the batch split, gradients and
   BatchNorm statistics all-reduced). On a CPU-only machine ``jaxcnn bench`` first splits the CPU
@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -143,7 +145,10 @@ class _Timer:
         self.times: list[float] = []
         self.cpu_seconds = 0.0
 
-    def run(self, k: int) -> None:
+    def run(self, k: int, settle: int = 0) -> None:
+        """Run ``settle`` untimed steps, then time ``k`` steps."""
+        for _ in range(settle):
+            self.step()
         cpu_start = time.process_time()
         for _ in range(k):
             t0 = time.perf_counter()
@@ -157,14 +162,22 @@ class _Timer:
         return self.cpu_seconds / wall if wall > 0 else float("nan")
 
 
-def _interleave(timers: Sequence[_Timer], steps: int, max_seconds: float, chunk: int = 3) -> None:
-    """Round-robin ``chunk`` steps of each timer until each has ``steps`` or time runs out."""
+def _interleave(timers: Sequence[_Timer], steps: int, max_seconds: float, chunk: int = 4, settle: int = 2) -> None:
+    """Round-robin turns of each timer until each has ``steps`` timed steps or time runs out.
+
+    A turn runs ``settle`` untimed steps, then times ``chunk``. The first steps after a switch
+    of framework are slower: the other framework's OpenMP and XLA worker threads are still
+    spinning down, and both frameworks' OpenMP pools compete for the cores (measured: a torch
+    mnist_cnn step right after jaxcnn steps took 8-15 ms against 6.3 ms from the third on,
+    and the reverse 5-10 ms against 3.3 ms). Timing them would charge each framework for the
+    other's threads.
+    """
     start = time.perf_counter()
     budget = max_seconds * max(1, len(timers))
     while any(len(t.times) < steps for t in timers):
         for timer in timers:
             if len(timer.times) < steps:
-                timer.run(min(chunk, steps - len(timer.times)))
+                timer.run(min(chunk, steps - len(timer.times)), settle=settle)
         if time.perf_counter() - start > budget and all(len(t.times) >= 3 for t in timers):
             break
 
@@ -314,6 +327,36 @@ def _pipeline_throughput(cfg: ModelConfig, batch: int, steps: int) -> float:
     return float(measure_throughput(loader, steps))
 
 
+def _inputs(cfg: ModelConfig, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark batch: NHWC float32 images and int32 labels, the same for every mode."""
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((batch, *cfg.input_size), dtype=np.float32)
+    return x_np, rng.integers(0, NUM_CLASSES, size=(batch,)).astype(np.int32)
+
+
+def _time_modes(
+    modes: dict[str, dict[str, Any]], batch: int, steps: int, budget: float, name: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Warm up, then time the train and eval steps of ``modes`` interleaved; img/s and cores per mode."""
+    for m in modes.values():  # warm-up: 2 steps each
+        m["train"]()
+        m["train"]()
+    log(f"[{name}] timing train steps (interleaved) ...")
+    timers = [_Timer(k, m["train"]) for k, m in modes.items()]
+    _interleave(timers, steps, budget)
+    log(f"[{name}] timing eval steps (interleaved) ...")
+    for m in modes.values():
+        m["eval"]()
+    etimers = [_Timer(k, m["eval"]) for k, m in modes.items()]
+    _interleave(etimers, steps, budget / 2)
+    return {
+        "train_img_s": {t.name: batch / _median(t.times) for t in timers},
+        "train_steps_timed": {t.name: len(t.times) for t in timers},
+        "train_cores_used": {t.name: round(t.cores_used, 2) for t in timers},
+        "eval_img_s": {t.name: batch / _median(t.times) for t in etimers},
+    }
+
+
 # ----------------------------------------------------------------------------- benchmark
 def bench_model(
     cfg: ModelConfig,
@@ -327,10 +370,7 @@ def bench_model(
     """Benchmark one model; returns the JSON record (see the module docstring)."""
     import torch
 
-    h, w, c = cfg.input_size
-    rng = np.random.default_rng(0)
-    x_np = rng.standard_normal((batch, h, w, c), dtype=np.float32)
-    y_np = rng.integers(0, NUM_CLASSES, size=(batch,)).astype(np.int32)
+    x_np, y_np = _inputs(cfg, batch)
     budget = cfg.max_seconds if max_seconds is None else max_seconds
     record: dict[str, Any] = {"model": cfg.name, "batch_size": batch, "input_size": list(cfg.input_size)}
 
@@ -366,25 +406,8 @@ def bench_model(
             log(f"[{cfg.name}] torch.compile failed: {type(exc).__name__}: {exc}")
             record["torch_compile_error"] = f"{type(exc).__name__}: {exc}"
 
-    # warm-up: 2 steps each
-    for m in [*jax_modes.values(), *modes.values()]:
-        m["train"]()
-        m["train"]()
-
-    log(f"[{cfg.name}] timing train steps (interleaved) ...")
-    timers = [_Timer(k, m["train"]) for k, m in jax_modes.items()] + [_Timer(f"torch_{k}", m["train"]) for k, m in modes.items()]
-    _interleave(timers, steps, budget)
-    train_ips = {t.name: batch / _median(t.times) for t in timers}
-    record["train_steps_timed"] = {t.name: len(t.times) for t in timers}
-    record["train_cores_used"] = {t.name: round(t.cores_used, 2) for t in timers}
-    record["train_img_s"] = train_ips
-
-    log(f"[{cfg.name}] timing eval steps (interleaved) ...")
-    for m in [*jax_modes.values(), *modes.values()]:
-        m["eval"]()
-    etimers = [_Timer(k, m["eval"]) for k, m in jax_modes.items()] + [_Timer(f"torch_{k}", m["eval"]) for k, m in modes.items()]
-    _interleave(etimers, steps, budget / 2)
-    record["eval_img_s"] = {t.name: batch / _median(t.times) for t in etimers}
+    record.update(_time_modes({**jax_modes, **{f"torch_{k}": m for k, m in modes.items()}}, batch, steps, budget, cfg.name, log))
+    train_ips = record["train_img_s"]
 
     torch_modes = [k for k in train_ips if k.startswith("torch_")]
     record["train_ratio_jax_over"] = {k[len("torch_"):]: train_ips["jax"] / train_ips[k] for k in torch_modes}
@@ -470,10 +493,13 @@ def format_table(results: dict[str, Any]) -> str:
             + f" | {_ratio(r['eval_ratio_jax_over']['eager'], 9)}{_ratio(r.get('eval_ratio_jax_dp_over', {}).get('eager'), 9)} | "
             f"{_cell(r.get('pipeline_img_s'), 14, 0)} | {_cell(gf, 7)}, {_cell(gff, 7)}  {100 * gf / pk:5.1f}%"
         )
+    if results.get("isolated"):
+        rows += ["", format_isolated_table(results["isolated"])]
     tta = results.get("time_to_accuracy")
     if tta:
         rows += ["", f"time to {100 * tta['target']:.0f}% test accuracy, mnist_cnn on mnist_t10k: " + ", ".join(
-            f"{k}: {v['seconds']:.1f} s ({v['epochs']} epochs, {100 * v['accuracy']:.2f}%)" if v.get("reached") else f"{k}: not reached ({v})"
+            f"{k}: {v['seconds']:.1f} s ({v['epochs']} epochs, {100 * v['accuracy']:.2f}%; {v['seconds_per_epoch']:.2f} s/epoch)"
+            if v.get("reached") else f"{k}: not reached in {v['epochs']} epochs ({v['seconds']:.1f} s, {v['seconds_per_epoch']:.2f} s/epoch)"
             for k, v in tta["runs"].items()
         )]
     return "\n".join(rows)
@@ -506,7 +532,7 @@ def run_benchmark(
             "torch_threads": torch.get_num_threads(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
         },
-        "config": {"steps": steps, "batch_size": batch_size, "lr": LR, "momentum": MOMENTUM, "timing": "median per-step wall time, interleaved modes, synchronous (block_until_ready) steps"},
+        "config": {"steps": steps, "batch_size": batch_size, "lr": LR, "momentum": MOMENTUM, "timing": "median per-step wall time, interleaved modes (turns of 2 untimed + 4 timed steps), synchronous (block_until_ready) steps"},
         "models": [],
     }
     if peak:
@@ -528,7 +554,115 @@ def run_benchmark(
     return results
 
 
+# ---------------------------------------------------------------- one framework per process
+ISOLATED_MODES = {"jax": ("jax",), "torch": ("torch_eager", "torch_channels_last")}
+
+
+def isolated_throughput(name: str, framework: str, *, steps: int = 30, max_seconds: float | None = None) -> dict[str, Any]:
+    """Train/eval img/s of one framework's modes for model ``name``, timed in this process alone.
+
+    ``framework`` is ``'jax'`` (jaxcnn's single-device jitted steps) or ``'torch'`` (eager and
+    channels_last). :func:`isolated_benchmark` calls it in a fresh process per framework.
+    """
+    if framework not in ISOLATED_MODES:
+        raise ValueError(f"framework must be one of {sorted(ISOLATED_MODES)}, got {framework!r}")
+    cfg = MODEL_CONFIGS[name]
+    x_np, y_np = _inputs(cfg, cfg.batch_size)
+    if framework == "jax":
+        modes = {"jax": _jax_setup(cfg, cfg.batch_size, x_np, y_np)}
+    else:
+        modes = {f"torch_{mode}": _torch_setup(cfg, x_np, y_np, mode) for mode in ("eager", "channels_last")}
+    budget = cfg.max_seconds if max_seconds is None else max_seconds
+    return _time_modes(modes, cfg.batch_size, steps, budget, name, log=lambda _: None)
+
+
+def isolated_benchmark(
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    rounds: int = 2,
+    steps: int = 30,
+    max_seconds: float | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Each framework timed in a process of its own, alternating, ``rounds`` times per model.
+
+    In one process the two frameworks' thread pools (XLA's, and the OpenMP teams of torch and
+    of jaxcnn's oneDNN convolutions) slow each other down even with untimed steps at every
+    switch, so the interleaved figures understate both sides by different amounts; here
+    neither side shares its process. Per mode the best of the rounds is kept (machine noise
+    only ever slows a run down). Returns ``{"rounds", "models": {name: {"train_img_s",
+    "eval_img_s", "train_ratio_jax_over", "eval_ratio_jax_over", "per_round"}}}``.
+    """
+    result: dict[str, Any] = {"rounds": rounds, "steps": steps, "models": {}}
+    for name in models:
+        per_round = []
+        for round_index in range(rounds):
+            measured: dict[str, Any] = {}
+            for framework in ISOLATED_MODES:
+                log(f"[{name}] isolated round {round_index + 1}/{rounds}: {framework} in a fresh process ...")
+                code = (
+                    "import json; from jaxcnn.bench import isolated_throughput; "
+                    f"print(json.dumps(isolated_throughput({name!r}, {framework!r}, steps={steps}, max_seconds={max_seconds!r})))"
+                )
+                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"isolated {framework} run of {name} failed:\n{done.stderr[-2000:]}")
+                for key, values in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                    measured.setdefault(key, {}).update(values)
+            per_round.append(measured)
+        best = {
+            kind: {mode: max(r[kind][mode] for r in per_round) for mode in per_round[0][kind]}
+            for kind in ("train_img_s", "eval_img_s")
+        }
+        result["models"][name] = {
+            **best,
+            "train_ratio_jax_over": {m[len("torch_"):]: best["train_img_s"]["jax"] / v for m, v in best["train_img_s"].items() if m != "jax"},
+            "eval_ratio_jax_over": {m[len("torch_"):]: best["eval_img_s"]["jax"] / v for m, v in best["eval_img_s"].items() if m != "jax"},
+            "per_round": per_round,
+        }
+    return result
+
+
+def format_isolated_table(isolated: dict[str, Any]) -> str:
+    """A plain-text table of an :func:`isolated_benchmark` result."""
+    rows = [
+        f"one framework per process (best of {isolated['rounds']} alternating rounds), img/s",
+        "                        train: JAX    eager  ch_last | JAX/eager JAX/best |  eval: JAX    eager  ch_last | JAX/eager",
+    ]
+    for name, r in isolated["models"].items():
+        t, e = r["train_img_s"], r["eval_img_s"]
+        modes = ("jax", "torch_eager", "torch_channels_last")
+        rows.append(
+            f"{name:<16}        "
+            + "".join(_cell(t.get(k), 9) for k in modes)
+            + f" | {_ratio(r['train_ratio_jax_over']['eager'], 9)}{_ratio(t['jax'] / max(t['torch_eager'], t['torch_channels_last']), 9)} |       "
+            + "".join(_cell(e.get(k), 9) for k in modes)
+            + f" | {_ratio(r['eval_ratio_jax_over']['eager'], 9)}"
+        )
+    return "\n".join(rows)
+
+
 # ------------------------------------------------------------------------ time to accuracy
+def _tta_run(history: list[tuple[float, float]], target: float) -> dict[str, Any]:
+    """One side's record from its ``(test accuracy, seconds since start)`` after each epoch.
+
+    ``seconds_per_epoch`` leaves out the first epoch, which holds JAX's compilation: the
+    epoch count at which a run first reaches the target moves by several epochs with the
+    float32 rounding of its steps (both sides hover around 97% for a while), so the time per
+    epoch is the steadier speed figure.
+    """
+    acc, seconds = history[-1]
+    later = [b - a for (_, a), (_, b) in itertools.pairwise(history)]
+    return {
+        "seconds": seconds,
+        "epochs": len(history),
+        "accuracy": acc,
+        "reached": acc >= target,
+        "seconds_per_epoch": sum(later) / len(later) if later else seconds,
+        "history": [{"accuracy": a, "seconds": t} for a, t in history],
+    }
+
+
 def time_to_accuracy(
     *,
     target: float = 0.97,
@@ -586,7 +720,7 @@ def time_to_accuracy(
         jax_epochs = [[jax.device_put((x, y), batch_sharding) for x, y in b] for b in epochs_batches]
         jax.block_until_ready(jax_epochs)
         t0 = time.perf_counter()
-        acc, epoch = 0.0, 0
+        acc, epoch, history = 0.0, 0, []
         for epoch in range(1, max_epochs + 1):
             for x, y in jax_epochs[epoch - 1]:
                 state, metrics = train_step(state, x, y)
@@ -597,10 +731,11 @@ def time_to_accuracy(
                     metrics["loss"].block_until_ready()
             correct = sum(int(eval_step(state, x, y)["correct"]) for x, y in jax_test)
             acc = correct / len(test)
-            log(f"[tta {mode}] epoch {epoch}: test accuracy {100 * acc:.2f}% at {time.perf_counter() - t0:.1f} s")
+            history.append((acc, time.perf_counter() - t0))
+            log(f"[tta {mode}] epoch {epoch}: test accuracy {100 * acc:.2f}% at {history[-1][1]:.1f} s")
             if acc >= target:
                 break
-        runs[mode] = {"seconds": time.perf_counter() - t0, "epochs": epoch, "accuracy": acc, "reached": acc >= target}
+        runs[mode] = _tta_run(history, target)
 
     # --- torch
     opt = torch.optim.SGD(torch_model.parameters(), lr=lr, momentum=MOMENTUM)
@@ -609,7 +744,7 @@ def time_to_accuracy(
     t_epochs = [[(nchw(x), torch.from_numpy(y.astype(np.int64))) for x, y in b] for b in epochs_batches]
     t_test = [(nchw(x), torch.from_numpy(y.astype(np.int64))) for x, y in test_batches]
     t0 = time.perf_counter()
-    acc, epoch = 0.0, 0
+    acc, epoch, history = 0.0, 0, []
     for epoch in range(1, max_epochs + 1):
         torch_model.train()
         for x, y in t_epochs[epoch - 1]:
@@ -620,10 +755,11 @@ def time_to_accuracy(
         with torch.no_grad():
             correct = sum(int((torch_model(x).argmax(1) == y).sum()) for x, y in t_test)
         acc = correct / len(test)
-        log(f"[tta torch] epoch {epoch}: test accuracy {100 * acc:.2f}% at {time.perf_counter() - t0:.1f} s")
+        history.append((acc, time.perf_counter() - t0))
+        log(f"[tta torch] epoch {epoch}: test accuracy {100 * acc:.2f}% at {history[-1][1]:.1f} s")
         if acc >= target:
             break
-    runs["torch_eager"] = {"seconds": time.perf_counter() - t0, "epochs": epoch, "accuracy": acc, "reached": acc >= target}
+    runs["torch_eager"] = _tta_run(history, target)
     return {
         "target": target,
         "dataset": "mnist_t10k (7,000 train / 2,000 test)",
@@ -659,6 +795,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--time-to-accuracy", action="store_true",
                         help="also train mnist_cnn to 97%% test accuracy on mnist_t10k, jaxcnn vs torch")
     parser.add_argument("--data-dir", default=None, help="MNIST folder for --time-to-accuracy (default <repo>/../shared/data/mnist)")
+    parser.add_argument("--isolated", action="store_true",
+                        help="also time each framework in a process of its own (JAX; torch eager and channels_last), "
+                        "alternating, and report those ratios")  # fmt: skip
+    parser.add_argument("--isolated-rounds", type=int, default=2, metavar="R", help="alternating rounds for --isolated (default 2)")
     parser.set_defaults(func=run)
     return parser
 
@@ -684,7 +824,13 @@ def run(args: argparse.Namespace) -> int:
             Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
             log(f"wrote {args.out}")
 
-    write()  # the throughput figures are kept even if the time-to-accuracy run fails
+    write()  # the throughput figures are kept even if a later part fails
+    if args.isolated:
+        results["isolated"] = isolated_benchmark(
+            args.models, rounds=args.isolated_rounds, steps=args.steps, max_seconds=args.max_seconds, log=log
+        )
+        results["load_after"] = _load()
+        write()
     if args.time_to_accuracy:
         results["time_to_accuracy"] = time_to_accuracy(data_dir=args.data_dir, log=log)
         results["load_after"] = _load()

@@ -41,3 +41,34 @@ def test_bench_times_a_data_parallel_step_over_host_devices(tmp_path):
     assert record["train_img_s"]["jax_dp"] > 0 and record["eval_img_s"]["jax_dp"] > 0
     assert record["train_ratio_jax_dp_over"]["eager"] > 0
     assert "JAX dp" in result.stdout
+
+
+def test_isolated_runs_each_framework_in_its_own_process(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "jaxcnn.bench", "--models", "mlp", "--steps", "3", "--max-seconds", "0.3",
+               "--no-compile", "--no-peak", "--host-devices", "1", "--isolated", "--isolated-rounds", "2",
+               "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    isolated = json.loads(out.read_text())["isolated"]
+    assert isolated["rounds"] == 2
+    record = isolated["models"]["mlp"]
+    assert len(record["per_round"]) == 2
+    for kind in ("train_img_s", "eval_img_s"):
+        assert set(record[kind]) == {"jax", "torch_eager", "torch_channels_last"}
+        for mode, best in record[kind].items():  # the best round is kept
+            assert best == max(r[kind][mode] for r in record["per_round"]) > 0
+    assert record["train_ratio_jax_over"]["eager"] == pytest.approx(
+        record["train_img_s"]["jax"] / record["train_img_s"]["torch_eager"]
+    )
+    assert "one framework per process (best of 2 alternating rounds)" in result.stdout
+
+
+def test_time_to_accuracy_record_leaves_the_compiling_epoch_out_of_the_pace():
+    from jaxcnn.bench import _tta_run
+
+    run = _tta_run([(0.90, 3.0), (0.95, 3.5), (0.971, 4.1)], target=0.97)
+    assert run["reached"] and run["epochs"] == 3 and run["seconds"] == 4.1 and run["accuracy"] == 0.971
+    assert run["seconds_per_epoch"] == pytest.approx(0.55)  # (0.5 + 0.6) / 2, not 4.1 / 3
+    assert [h["accuracy"] for h in run["history"]] == [0.90, 0.95, 0.971]
+    assert not _tta_run([(0.5, 2.0)], target=0.97)["reached"]

@@ -209,5 +209,7 @@ def onednn_conv2d(
     partitioned along the batch: every device convolves its own rows, and the weight
     gradient is all-reduced; ``vmap`` is then not supported.
     """
+    if not native.onednn_available():
+        raise RuntimeError(f"onednn_conv2d: {native.onednn_status()}")
     config = (tuple(strides), tuple(map(tuple, pads)), tuple(dilations), int(groups))
     return _onednn_conv(input, weight, config)

@@ -95,7 +95,7 @@ def _compile(output: Path, include: Path, library: Path) -> None:
             str(SOURCE), "-o", str(partial),
             str(library), f"-Wl,-rpath,{library.parent}",
         ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise NativeBuildError(
                 f"compiling {SOURCE.name} failed ({' '.join(command)}):\n{result.stderr[-4000:]}"
