@@ -72,3 +72,16 @@ def test_time_to_accuracy_record_leaves_the_compiling_epoch_out_of_the_pace():
     assert run["seconds_per_epoch"] == pytest.approx(0.55)  # (0.5 + 0.6) / 2, not 4.1 / 3
     assert [h["accuracy"] for h in run["history"]] == [0.90, 0.95, 0.971]
     assert not _tta_run([(0.5, 2.0)], target=0.97)["reached"]
+
+
+def test_conv_layer_script_times_all_three_kernels():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_conv_layers.py"
+    spec = importlib.util.spec_from_file_location("benchmark_conv_layers", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ms = script.time_layer(batch=2, size=6, cin=3, cout=4, kernel=3, padding=1, repeats=2)
+    assert set(ms) == {f"{b} {k}" for b in ("xla", "onednn", "torch") for k in ("fwd", "fwd+bwd")}
+    assert all(value > 0 for value in ms.values())
