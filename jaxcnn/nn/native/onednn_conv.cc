@@ -93,6 +93,17 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g, Runtime
       ActivationDesc(g.n, g.o, g.oh, g.ow), g.strides, g.dilates, g.pad_l, g.pad_r);
 }
 
+// The input-gradient or weight-gradient primitive of the same convolution (its arguments are
+// the same; `forward` is the hint oneDNN requires).
+template <typename Primitive>
+typename Primitive::primitive_desc BackwardDesc(
+    const Geometry& g, Runtime& rt, const dnnl::convolution_forward::primitive_desc& forward) {
+  return typename Primitive::primitive_desc(
+      rt.engine, dnnl::algorithm::convolution_direct, ActivationDesc(g.n, g.c, g.h, g.w),
+      AnyWeightDesc(g), ActivationDesc(g.n, g.o, g.oh, g.ow), g.strides, g.dilates, g.pad_l,
+      g.pad_r, forward);
+}
+
 std::unique_ptr<Plan> MakePlan(Kind kind, const Geometry& g, Runtime& rt) {
   auto plan = std::make_unique<Plan>();
   plan->user_weights = UserWeightDesc(g);
@@ -102,17 +113,11 @@ std::unique_ptr<Plan> MakePlan(Kind kind, const Geometry& g, Runtime& rt) {
     plan->conv = dnnl::convolution_forward(forward);
     weights_desc = forward.weights_desc();
   } else if (kind == Kind::kBackwardData) {
-    auto pd = dnnl::convolution_backward_data::primitive_desc(
-        rt.engine, dnnl::algorithm::convolution_direct, ActivationDesc(g.n, g.c, g.h, g.w),
-        AnyWeightDesc(g), ActivationDesc(g.n, g.o, g.oh, g.ow), g.strides, g.dilates,
-        g.pad_l, g.pad_r, forward);
+    auto pd = BackwardDesc<dnnl::convolution_backward_data>(g, rt, forward);
     plan->conv = dnnl::convolution_backward_data(pd);
     weights_desc = pd.weights_desc();
   } else {
-    auto pd = dnnl::convolution_backward_weights::primitive_desc(
-        rt.engine, dnnl::algorithm::convolution_direct, ActivationDesc(g.n, g.c, g.h, g.w),
-        AnyWeightDesc(g), ActivationDesc(g.n, g.o, g.oh, g.ow), g.strides, g.dilates,
-        g.pad_l, g.pad_r, forward);
+    auto pd = BackwardDesc<dnnl::convolution_backward_weights>(g, rt, forward);
     plan->conv = dnnl::convolution_backward_weights(pd);
     weights_desc = pd.diff_weights_desc();
   }
