@@ -286,3 +286,20 @@ def test_data_parallel_calls_run_per_device_on_their_rows():
     assert lines["dx_sharding"] == "P('batch',)"
     for name in ("loss", "dx", "dw"):
         assert float(lines[name]) < 1e-5, (name, lines[name])
+
+
+def test_platforms_without_onednn_wheels_are_expected_not_failures(monkeypatch):
+    monkeypatch.delenv("JAXCNN_ONEDNN_ROOT", raising=False)
+    for system, machine, supported in (
+        ("linux", "x86_64", True),
+        ("linux", "aarch64", False),
+        ("darwin", "arm64", False),
+        ("win32", "AMD64", False),
+    ):
+        monkeypatch.setattr(native.sys, "platform", system)
+        monkeypatch.setattr(native.platform, "machine", lambda machine=machine: machine)
+        assert native.platform_supported() is supported, (system, machine)
+    monkeypatch.setenv("JAXCNN_ONEDNN_ROOT", "/opt/onednn")  # a oneDNN built for this machine
+    monkeypatch.setattr(native.sys, "platform", "linux")
+    assert native.platform_supported()
+    assert issubclass(native.UnsupportedPlatform, native.NativeBuildError)

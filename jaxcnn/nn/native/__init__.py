@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import importlib.metadata
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,17 @@ _state: dict[str, object] = {}
 
 class NativeBuildError(RuntimeError):
     """The oneDNN convolution library could not be found, built or loaded."""
+
+
+class UnsupportedPlatform(NativeBuildError):
+    """No oneDNN wheels exist for this platform: XLA's convolution is expected, not a failure."""
+
+
+def platform_supported() -> bool:
+    """Linux x86-64 (where the oneDNN wheels exist), or any Linux with ``$JAXCNN_ONEDNN_ROOT``."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return platform.machine() in ("x86_64", "AMD64") or bool(os.environ.get("JAXCNN_ONEDNN_ROOT"))
 
 
 def cache_dir() -> Path:
@@ -121,8 +133,11 @@ def library_path() -> Path:
 def _load() -> None:
     import jax
 
-    if not sys.platform.startswith("linux"):
-        raise NativeBuildError(f"the oneDNN kernels are built for Linux only, not {sys.platform}")
+    if not platform_supported():
+        raise UnsupportedPlatform(
+            f"no oneDNN wheels for {sys.platform}/{platform.machine()} (set JAXCNN_ONEDNN_ROOT to a "
+            "oneDNN installation to use one built elsewhere)"
+        )
     library = ctypes.CDLL(str(library_path()))
     for target in TARGETS:
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)), platform="cpu")
@@ -134,6 +149,7 @@ def onednn_available() -> bool:
 
     The first call builds the library if needed; a failure is reported once as a
     ``RuntimeWarning`` and by :func:`onednn_status`, and every later call returns False.
+    Where no oneDNN wheels exist (see :func:`platform_supported`) there is no warning.
     """
     with _lock:
         if "available" not in _state:
@@ -142,11 +158,12 @@ def onednn_available() -> bool:
                 _state["available"], _state["status"] = True, "oneDNN convolutions loaded"
             except (NativeBuildError, OSError) as error:
                 _state["available"], _state["status"] = False, f"XLA convolutions: {error}"
-                warnings.warn(
-                    f"jaxcnn: oneDNN CPU convolutions unavailable, using XLA's: {error}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                if not isinstance(error, UnsupportedPlatform):
+                    warnings.warn(
+                        f"jaxcnn: oneDNN CPU convolutions unavailable, using XLA's: {error}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
         return bool(_state["available"])
 
 
