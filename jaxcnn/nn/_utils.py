@@ -35,3 +35,17 @@ def check_nhwc(x, op: str) -> None:
         raise ValueError(
             f"{op} expects a 4-D NHWC input (batch, height, width, channels), got shape {tuple(x.shape)}"
         )
+
+
+def conv_output_hw(
+    in_hw: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[Sequence[int]],
+    dilations: Sequence[int],
+) -> tuple[int, int]:
+    """Output ``(H, W)`` of a convolution: ``floor((size + lo + hi - d*(k-1) - 1) / s) + 1``."""
+    return tuple(  # type: ignore[return-value]
+        (size + lo + hi - d * (k - 1) - 1) // s + 1
+        for size, k, s, (lo, hi), d in zip(in_hw, kernel, strides, pads, dilations)
+    )

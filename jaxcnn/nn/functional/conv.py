@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, pair
+from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, conv_output_hw, pair
 from jaxcnn.nn.functional.onednn_conv import onednn_conv2d, use_onednn
 
 IntOrPair = int | Sequence[int]
@@ -41,19 +41,6 @@ def conv_padding(
     return ((ph, ph), (pw, pw))
 
 
-def _output_hw(
-    in_hw: Sequence[int],
-    kernel: tuple[int, int],
-    strides: tuple[int, int],
-    pads: tuple[tuple[int, int], tuple[int, int]],
-    dilations: tuple[int, int],
-) -> tuple[int, int]:
-    return tuple(  # type: ignore[return-value]
-        (size + lo + hi - d * (k - 1) - 1) // s + 1
-        for size, k, s, (lo, hi), d in zip(in_hw, kernel, strides, pads, dilations)
-    )
-
-
 def _swapped_by_xla(
     in_hw: Sequence[int],
     kernel: tuple[int, int],
@@ -74,7 +61,7 @@ def _swapped_by_xla(
     area = kernel[0] * kernel[1]
     if area <= 1:
         return False
-    out_h, out_w = _output_hw(in_hw, kernel, strides, pads, dilations)
+    out_h, out_w = conv_output_hw(in_hw, kernel, strides, pads, dilations)
     return in_hw[0] * in_hw[1] < area or out_h * out_w < area
 
 
@@ -92,7 +79,7 @@ def _conv2d_as_matmul(
     ``(kH * kW * C_in, C_out)``. Autodiff gives slices/pads and matmuls, never a convolution.
     """
     kernel_h, kernel_w, in_channels, out_channels = weight.shape
-    out_h, out_w = _output_hw(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations)
+    out_h, out_w = conv_output_hw(input.shape[1:3], (kernel_h, kernel_w), strides, pads, dilations)
     x = jnp.pad(input, ((0, 0), pads[0], pads[1], (0, 0)))
     (sh, sw), (dh, dw) = strides, dilations
     n = x.shape[0]

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcnn.nn import native
+from jaxcnn.nn._utils import conv_output_hw
 
 BACKENDS = ("auto", "onednn", "xla")
 _backend: str | None = None
@@ -165,11 +166,7 @@ def _call(target: str, config: tuple, batched: bool, result_dims: tuple[int, ...
 
 def _output_dims(input: jax.Array, weight: jax.Array, config: tuple) -> tuple[int, int, int]:
     strides, pads, dilations, _ = config
-    out_hw = [
-        (size + lo + hi - d * (k - 1) - 1) // s + 1
-        for size, k, s, (lo, hi), d in zip(input.shape[1:3], weight.shape[:2], strides, pads, dilations)
-    ]
-    return (*out_hw, weight.shape[3])
+    return (*conv_output_hw(input.shape[1:3], weight.shape[:2], strides, pads, dilations), weight.shape[3])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
