@@ -238,6 +238,46 @@ def test_fresh_cache_builds_the_library_once(tmp_path):
     assert sorted(tmp_path.rglob(native.LIBRARY_NAME)) == built
 
 
+LAYOUT_PROBE = """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax import lax
+    from jaxcnn.nn.functional.onednn_conv import onednn_conv2d
+
+    def conv(backend, x, w, stride, pads):
+        if backend == "onednn":
+            return onednn_conv2d(x, w, stride, pads, (1, 1), 1)
+        return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    rng = np.random.default_rng(0)
+    # A batch of one runs on oneDNN's OpenMP threads; 3 splits unevenly over XLA's threads;
+    # 64 and 3 input channels make oneDNN's preferred layouts differ from NHWC.
+    for n, cin, cout, stride, pads in ((4, 64, 64, (1, 1), ((1, 1), (1, 1))), (3, 3, 32, (2, 2), ((1, 0), (2, 1))),
+                                        (1, 32, 48, (1, 1), ((0, 0), (0, 0)))):
+        x = jnp.asarray(rng.standard_normal((n, 13, 12, cin)), jnp.float32)
+        w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) * 0.1, jnp.float32)
+        worst = 0.0
+        for backend in ("onednn", "xla"):
+            loss = lambda x, w, backend=backend: jnp.sum(jnp.sin(conv(backend, x, w, stride, pads)))
+            out = (conv(backend, x, w, stride, pads), *jax.jit(jax.grad(loss, (0, 1)))(x, w))
+            if backend == "xla":
+                for got, want in zip(ours, out):
+                    worst = max(worst, float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want))))
+            ours = out
+        print("relative error", n, worst)
+"""
+
+
+@pytest.mark.skipif(not LINUX_X86, reason="the oneDNN wheels are built for Linux x86-64 only")
+@pytest.mark.parametrize("layout", ["nhwc", "blocked", "auto"])
+def test_every_activation_layout_matches_xla(layout):
+    """``JAXCNN_ONEDNN_ACTIVATIONS`` pins the layout; each one, and the timed choice, is exact."""
+    result = _run_python(LAYOUT_PROBE, JAXCNN_ONEDNN_ACTIVATIONS=layout)
+    assert result.returncode == 0, result.stderr
+    errors = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("relative error")]
+    assert len(errors) == 3, result.stdout
+    assert max(errors) <= 1e-5, result.stdout
+
+
 DATA_PARALLEL_PROBE = """
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"

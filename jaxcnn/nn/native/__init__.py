@@ -29,6 +29,8 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 LIBRARY_NAME = "libjaxcnn_onednn.so"
+# -fopenmp: the kernels set oneDNN's OpenMP thread count per call (see onednn_conv.cc).
+COMPILE_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-w")
 FORWARD = "JaxcnnConvForward"
 BACKWARD_DATA = "JaxcnnConvBackwardData"
 BACKWARD_WEIGHTS = "JaxcnnConvBackwardWeights"
@@ -102,7 +104,7 @@ def _compile(output: Path, include: Path, library: Path) -> None:
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         partial = Path(scratch) / LIBRARY_NAME
         command = [
-            compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+            compiler, *COMPILE_FLAGS,
             "-I", jax.ffi.include_dir(), "-I", str(include),
             str(SOURCE), "-o", str(partial),
             str(library), f"-Wl,-rpath,{library.parent}",
@@ -121,8 +123,8 @@ def library_path() -> Path:
 
     include, library = onednn_paths()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), jaxlib.__version__.encode(), str(library).encode(),
-                 str(library.stat().st_size).encode(), sys.platform.encode()):
+    for part in (SOURCE.read_bytes(), " ".join(COMPILE_FLAGS).encode(), jaxlib.__version__.encode(),
+                 str(library).encode(), str(library.stat().st_size).encode(), sys.platform.encode()):
         key.update(part)
     output = cache_dir() / "native" / key.hexdigest()[:16] / LIBRARY_NAME
     if not output.exists():
