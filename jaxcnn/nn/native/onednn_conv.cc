@@ -11,9 +11,9 @@
 // threads instead, one call at a time.
 //
 // Each (kind, shapes, strides, padding, dilation, groups) gets its primitives built once and
-// cached. Activations reach each primitive NHWC as they are, or reordered into the layout
-// oneDNN prefers (blocked channels on AVX-512), whichever of the two ran faster when the
-// primitive was built; JAXCNN_ONEDNN_ACTIVATIONS=nhwc or =blocked fixes the choice.
+// cached. Activations reach each primitive NHWC as they are; JAXCNN_ONEDNN_ACTIVATIONS=blocked
+// reorders them into the layout oneDNN prefers (blocked channels on AVX-512) and =auto takes
+// the faster of the two per primitive, timed when it is built.
 
 #include <algorithm>
 #include <atomic>
@@ -124,12 +124,14 @@ struct Runtime {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   std::mutex mutex;      // guards the plan cache
   std::mutex omp_mutex;  // one call at a time on the OpenMP threads
-  // Activation layout: "nhwc" (as XLA holds them), "blocked" (oneDNN's choice, reordered in
-  // and out of each call, as torch does for its NCHW tensors) or "auto" (the faster one).
+  // Activation layout: "nhwc" (as XLA holds them; the default), "blocked" (oneDNN's choice,
+  // reordered in and out of each call, as torch does for its NCHW tensors) or "auto" (the
+  // faster of the two per primitive, timed when it is built: the choice, and with it the
+  // rounding, can differ from one process to the next).
   std::string policy = [] {
     const char* v = std::getenv("JAXCNN_ONEDNN_ACTIVATIONS");
     const std::string value = v ? v : "";
-    return value == "nhwc" || value == "blocked" ? value : std::string("auto");
+    return value == "auto" || value == "blocked" ? value : std::string("nhwc");
   }();
 };
 
