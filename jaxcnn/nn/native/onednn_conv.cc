@@ -21,12 +21,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <map>
-#include <stdexcept>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -56,7 +55,6 @@ struct Geometry {
   }
   int64_t input_row() const { return h * w * c; }
   int64_t output_row() const { return oh * ow * o; }
-  int64_t weight_size() const { return kh * kw * (c / groups) * o; }
   double flops() const { return 2.0 * n * oh * ow * o * kh * kw * (c / groups); }
 };
 
@@ -149,6 +147,13 @@ struct ThreadState {
 ThreadState& GetThreadState() {
   thread_local ThreadState* state = new ThreadState();
   return *state;
+}
+
+// This thread's scratchpad buffer (scratch slot 3) as a oneDNN memory of `bytes` (> 0).
+dnnl::memory Scratchpad(ThreadState& ts, size_t bytes) {
+  return dnnl::memory(dnnl::memory::desc({static_cast<int64_t>(bytes)}, dnnl::memory::data_type::u8,
+                                         dnnl::memory::format_tag::a),
+                      GetRuntime().engine, ts.scratch.Get(3, bytes));
 }
 
 dnnl::primitive_attr UserScratchpad() {
@@ -259,10 +264,7 @@ void Execute(const Plan& plan, void* const buffers[3], int own_layout = -1) {
   const dnnl::engine& engine = GetRuntime().engine;
   ThreadState& ts = GetThreadState();
   const size_t scratchpad_bytes = std::max<size_t>(plan.scratchpad_bytes, 1);
-  dnnl::memory scratchpad(
-      dnnl::memory::desc({static_cast<int64_t>(scratchpad_bytes)}, dnnl::memory::data_type::u8,
-                         dnnl::memory::format_tag::a),
-      engine, ts.scratch.Get(3, scratchpad_bytes));
+  dnnl::memory scratchpad = Scratchpad(ts, scratchpad_bytes);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SCRATCHPAD, scratchpad}};
   dnnl::memory user[3], own[3];
   bool convert[3];
@@ -413,10 +415,7 @@ void ConvertWeights(const Operand& op, ffi::ThreadPool& pool, int count, void* f
   const Pieces& pieces = WeightPieces(op, count);
   ParallelFor(pool, static_cast<int>(pieces.reorders.size()), [&](int i) {
     ThreadState& ts = GetThreadState();
-    dnnl::memory scratchpad(
-        dnnl::memory::desc({static_cast<int64_t>(pieces.scratchpad_bytes[i])},
-                           dnnl::memory::data_type::u8, dnnl::memory::format_tag::a),
-        engine, ts.scratch.Get(3, pieces.scratchpad_bytes[i]));
+    dnnl::memory scratchpad = Scratchpad(ts, pieces.scratchpad_bytes[i]);
     pieces.reorders[i].execute(
         ts.stream, {{DNNL_ARG_FROM, dnnl::memory(pieces.descs[i].first, engine, from)},
                     {DNNL_ARG_TO, dnnl::memory(pieces.descs[i].second, engine, to)},
