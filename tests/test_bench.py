@@ -85,3 +85,22 @@ def test_conv_layer_script_times_all_three_kernels():
     ms = script.time_layer(batch=2, size=6, cin=3, cout=4, kernel=3, padding=1, repeats=2)
     assert set(ms) == {f"{b} {k}" for b in ("xla", "onednn", "torch") for k in ("fwd", "fwd+bwd")}
     assert all(value > 0 for value in ms.values())
+
+
+def test_onednn_implementations_script_times_every_kind_in_both_layouts(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from jaxcnn.nn import native
+
+    if not native.onednn_available():
+        pytest.skip(native.onednn_status())
+    path = Path(__file__).resolve().parents[1] / "scripts" / "onednn_implementations.py"
+    spec = importlib.util.spec_from_file_location("onednn_implementations", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    binary = script.build(tmp_path)
+    for layout in ("nhwc", "blocked"):
+        rows = script.time_shape(binary, (2, 16, 6, 16, 3, 1, 1), layout, threads=1, runs=2)
+        assert {kind for kind, _, _ in rows} == {"forward", "input_grad", "weight_grad"}
+        assert all(ms > 0 and not name.startswith("ref:") for _, name, ms in rows)

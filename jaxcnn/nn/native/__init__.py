@@ -94,12 +94,18 @@ def onednn_paths() -> tuple[Path, Path]:
     return include, library
 
 
-def _compile(output: Path, include: Path, library: Path) -> None:
-    import jax.ffi
-
+def cxx() -> str:
+    """The C++ compiler: ``$CXX``, else ``c++`` or ``g++`` on the PATH."""
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not compiler or not shutil.which(compiler):
         raise NativeBuildError("no C++ compiler found (set CXX or install g++)")
+    return compiler
+
+
+def _compile(output: Path, include: Path, library: Path) -> None:
+    import jax.ffi
+
+    compiler = cxx()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         partial = Path(scratch) / LIBRARY_NAME
