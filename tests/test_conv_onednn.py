@@ -250,10 +250,13 @@ LAYOUT_PROBE = """
 
     rng = np.random.default_rng(0)
     # A batch of one runs on oneDNN's OpenMP threads; 3 splits unevenly over XLA's threads;
-    # 64 and 3 input channels make oneDNN's preferred layouts differ from NHWC.
-    for n, cin, cout, stride, pads in ((4, 64, 64, (1, 1), ((1, 1), (1, 1))), (3, 3, 32, (2, 2), ((1, 0), (2, 1))),
-                                        (1, 32, 48, (1, 1), ((0, 0), (0, 0)))):
-        x = jnp.asarray(rng.standard_normal((n, 13, 12, cin)), jnp.float32)
+    # 64 and 3 input channels make oneDNN's preferred layouts differ from NHWC; on a 4x5 map
+    # the weights outweigh the input, and the weight gradient splits its output channels.
+    for n, cin, cout, stride, pads, hw in ((4, 64, 64, (1, 1), ((1, 1), (1, 1)), (13, 12)),
+                                            (3, 3, 32, (2, 2), ((1, 0), (2, 1)), (13, 12)),
+                                            (1, 32, 48, (1, 1), ((0, 0), (0, 0)), (13, 12)),
+                                            (2, 16, 64, (1, 1), ((1, 1), (1, 1)), (4, 5))):
+        x = jnp.asarray(rng.standard_normal((n, *hw, cin)), jnp.float32)
         w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) * 0.1, jnp.float32)
         worst = 0.0
         for backend in ("onednn", "xla"):
@@ -274,7 +277,7 @@ def test_every_activation_layout_matches_xla(layout):
     result = _run_python(LAYOUT_PROBE, JAXCNN_ONEDNN_ACTIVATIONS=layout)
     assert result.returncode == 0, result.stderr
     errors = [float(line.split()[-1]) for line in result.stdout.splitlines() if line.startswith("relative error")]
-    assert len(errors) == 3, result.stdout
+    assert len(errors) == 4, result.stdout
     assert max(errors) <= 1e-5, result.stdout
 
 

@@ -4,7 +4,8 @@
 //
 // Threads: a call splits its batch into one chunk per thread of XLA's own intra-op pool and
 // runs each chunk single-threaded on those threads (the weights are converted once, split
-// over the same threads; the weight gradient is the sum of the chunks'). An OpenMP team
+// over the same threads; the weight gradient is the sum of the chunks'). A weight gradient
+// whose weights outweigh its input splits its output channels between the threads instead. An OpenMP team
 // started from inside XLA's pool shares the cores with XLA's busy or spinning workers: in a
 // ResNet-50 step, oneDNN calls that take 0.02 ms alone took 3-9 ms right after XLA's fusions.
 // Large calls (1 GFLOP and more), a batch of one or a pool of one thread use oneDNN's OpenMP
@@ -45,13 +46,14 @@ enum class Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 
 struct Geometry {
   int64_t n, h, w, c;           // input NHWC
   int64_t kh, kw, o;            // weight HWIO (C/groups inputs per group)
+  int64_t o_total = 0;          // output channels of the whole tensors, when o is a slice of them
   int64_t oh, ow;               // output spatial size
   int64_t groups;
   dnnl::memory::dims strides, dilates, pad_l, pad_r;
 
   auto key(Kind kind) const {
-    return std::make_tuple(static_cast<int64_t>(kind), n, h, w, c, kh, kw, o, oh, ow, groups,
-                           strides, dilates, pad_l, pad_r);
+    return std::make_tuple(static_cast<int64_t>(kind), n, h, w, c, kh, kw, o, o_total, oh, ow,
+                           groups, strides, dilates, pad_l, pad_r);
   }
   int64_t input_row() const { return h * w * c; }
   int64_t output_row() const { return oh * ow * o; }
@@ -72,8 +74,8 @@ dnnl::memory::desc ActivationDesc(int64_t n, int64_t c, int64_t h, int64_t w,
 dnnl::memory::desc UserWeightDesc(const Geometry& g) {
   // HWIO in memory: offset(kh, kw, i, o) = ((kh * KW + kw) * I + i) * O + o.
   const int64_t in_per_group = g.c / g.groups;
-  const int64_t o_stride = 1, i_stride = g.o, w_stride = in_per_group * g.o,
-                h_stride = g.kw * in_per_group * g.o;
+  const int64_t o_stride = 1, i_stride = g.o_total, w_stride = in_per_group * g.o_total,
+                h_stride = g.kw * in_per_group * g.o_total;
   if (g.groups == 1) {
     return dnnl::memory::desc({g.o, in_per_group, g.kh, g.kw}, dnnl::memory::data_type::f32,
                               dnnl::memory::dims{o_stride, i_stride, h_stride, w_stride});
@@ -83,6 +85,14 @@ dnnl::memory::desc UserWeightDesc(const Geometry& g) {
                             dnnl::memory::data_type::f32,
                             dnnl::memory::dims{out_per_group * o_stride, o_stride, i_stride,
                                                h_stride, w_stride});
+}
+
+// The output (or output gradient) as XLA holds it: NHWC, the channels possibly a slice of
+// o_total.
+dnnl::memory::desc UserOutputDesc(const Geometry& g) {
+  if (g.o_total == g.o) return ActivationDesc(g.n, g.o, g.oh, g.ow);
+  return dnnl::memory::desc({g.n, g.o, g.oh, g.ow}, dnnl::memory::data_type::f32,
+                            dnnl::memory::dims{g.oh * g.ow * g.o_total, 1, g.ow * g.o_total, g.o_total});
 }
 
 dnnl::memory::desc AnyWeightDesc(const Geometry& g) {
@@ -226,7 +236,7 @@ typename Primitive::primitive_desc BackwardDesc(
 
 std::unique_ptr<Plan> MakePlan(Kind kind, const Geometry& g, Runtime& rt, bool blocked) {
   const auto act = blocked ? dnnl::memory::format_tag::any : dnnl::memory::format_tag::nhwc;
-  const auto in = ActivationDesc(g.n, g.c, g.h, g.w), out = ActivationDesc(g.n, g.o, g.oh, g.ow),
+  const auto in = ActivationDesc(g.n, g.c, g.h, g.w), out = UserOutputDesc(g),
              weights = UserWeightDesc(g);
   auto plan = std::make_unique<Plan>();
   auto forward = ForwardDesc(g, rt, act);
@@ -424,6 +434,15 @@ void ConvertWeights(const Operand& op, ffi::ThreadPool& pool, int count, void* f
   });
 }
 
+// Whether a split weight gradient divides the output channels between the threads rather than
+// the batch: where the weights are at least as large as the input. Split along the batch, every
+// thread computes a whole weight gradient and the threads' gradients are then summed; split
+// along the channels, every thread reads the whole input instead. resnet50 at batch 8
+// (train img/s alone, best of 2 rounds): batch 41.8, channels everywhere 43.5, this rule 45.1.
+bool SplitsChannels(const Geometry& g, int count) {
+  return g.groups == 1 && g.o % (16 * count) == 0 && g.kh * g.kw * g.o >= g.n * g.h * g.w;
+}
+
 // Runs `kind` on XLA's buffers (`a`, `b`: the call's inputs, `result`: its output), split
 // along the batch into one single-threaded chunk per thread of XLA's pool. The weights are
 // converted to the primitives' layout once per call, not once per chunk.
@@ -456,6 +475,24 @@ ffi::Error Run(Kind kind, const Geometry& g, void* a, void* b, void* result,
       return ffi::Error::Success();
     }
     omp_set_num_threads(1);
+    if (kind == Kind::kBackwardWeights && SplitsChannels(g, count)) {
+      // Each thread computes the weight gradient of its own output channels over the whole
+      // batch, straight into its columns of the HWIO result: nothing to sum.
+      Geometry slice = g;
+      slice.o = g.o / count;
+      auto slice_buffers = [&](int i, void* buffers[3]) {  // input, output grad -> weight grad
+        buffers[0] = fa; buffers[1] = fb + slice.o * i; buffers[2] = fr + slice.o * i;
+      };
+      void* buffers[3];
+      slice_buffers(0, buffers);
+      const Plan& plan = GetPlan(kind, slice, buffers);
+      ParallelFor(pool, count, [&](int i) {
+        void* slice_i[3];
+        slice_buffers(i, slice_i);
+        Execute(plan, slice_i);
+      });
+      return ffi::Error::Success();
+    }
     std::vector<const Plan*> plans(count);
     bool shared_weights = true;
     for (int i = 0; i < count; ++i) {
@@ -515,7 +552,7 @@ Geometry MakeGeometry(ffi::Span<const int64_t> input_shape, ffi::Span<const int6
                       int64_t groups) {
   Geometry g;
   g.n = input_shape[0]; g.h = input_shape[1]; g.w = input_shape[2]; g.c = input_shape[3];
-  g.kh = weight_shape[0]; g.kw = weight_shape[1]; g.o = weight_shape[3];
+  g.kh = weight_shape[0]; g.kw = weight_shape[1]; g.o = g.o_total = weight_shape[3];
   g.oh = output_shape[1]; g.ow = output_shape[2];
   g.groups = groups;
   g.strides = {strides[0], strides[1]};
