@@ -4,7 +4,7 @@ jaxcnn hands oneDNN its activations NHWC; torch's NCHW tensors reach oneDNN's bl
 layout (``nChw16c`` on AVX-512). This builds ``onednn_implementations.cc`` against the
 oneDNN that jaxcnn uses and, for each shape, times every implementation oneDNN offers for
 the forward, input-gradient and weight-gradient primitives in both layouts (warm caches, best
-of ``--runs`` calls, on ``--threads`` OpenMP threads). It prints oneDNN's first choice, which
+of ``--runs`` calls, on the shape's number of OpenMP threads). It prints oneDNN's first choice, which
 is what jaxcnn and torch get, and the fastest. Speed is never asserted: this prints a table.
 
     python scripts/onednn_implementations.py [--shape N,C,H,O,K,STRIDE,PAD[,THREADS]] [--runs 10]

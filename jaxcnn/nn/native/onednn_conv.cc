@@ -5,9 +5,10 @@
 // Threads: a call splits its batch into one chunk per thread of XLA's own intra-op pool and
 // runs each chunk single-threaded on those threads (the weights are converted once, split
 // over the same threads; the weight gradient is the sum of the chunks'). A weight gradient
-// whose weights outweigh its input splits its output channels between the threads instead. An OpenMP team
-// started from inside XLA's pool shares the cores with XLA's busy or spinning workers: in a
-// ResNet-50 step, oneDNN calls that take 0.02 ms alone took 3-9 ms right after XLA's fusions.
+// whose weights outweigh its input splits its output channels between the threads instead.
+// An OpenMP team started from inside XLA's pool shares the cores with XLA's busy or spinning
+// workers: in a ResNet-50 step, oneDNN calls that take 0.02 ms alone took 3-9 ms right after
+// XLA's fusions.
 // Large calls (1 GFLOP and more), a batch of one or a pool of one thread use oneDNN's OpenMP
 // threads instead, one call at a time.
 //
@@ -444,8 +445,9 @@ bool SplitsChannels(const Geometry& g, int count) {
 }
 
 // Runs `kind` on XLA's buffers (`a`, `b`: the call's inputs, `result`: its output), split
-// along the batch into one single-threaded chunk per thread of XLA's pool. The weights are
-// converted to the primitives' layout once per call, not once per chunk.
+// along the batch into one single-threaded chunk per thread of XLA's pool (a weight gradient
+// where SplitsChannels: along its output channels). The weights are converted to the
+// primitives' layout once per call, not once per chunk.
 ffi::Error Run(Kind kind, const Geometry& g, void* a, void* b, void* result,
                ffi::ThreadPool pool) {
   static const int default_threads = omp_get_max_threads();
