@@ -5,8 +5,10 @@ PyTorch reference (``torch_ref``) uses NCHW and OIHW. ``jaxcnn.convert`` moves w
 between the two.
 """
 
+from jaxcnn._host_memory import keep_freed_host_memory
 from jaxcnn._platform import configure_platform
 
 configure_platform()
+keep_freed_host_memory()
 
 __version__ = "0.1.0"

@@ -575,7 +575,11 @@ def isolated_throughput(name: str, framework: str, *, steps: int = 30, max_secon
 
     ``framework`` is ``'jax'`` (jaxcnn's single-device jitted steps) or ``'torch'`` (eager and
     channels_last). :func:`isolated_benchmark` calls it in a fresh process per framework.
+    ``keeps_host_memory`` records per mode whether this process ran with jaxcnn's allocator
+    setting (:mod:`jaxcnn._host_memory`).
     """
+    from jaxcnn import _host_memory
+
     if framework not in ISOLATED_MODES:
         raise ValueError(f"framework must be one of {sorted(ISOLATED_MODES)}, got {framework!r}")
     cfg = MODEL_CONFIGS[name]
@@ -585,7 +589,8 @@ def isolated_throughput(name: str, framework: str, *, steps: int = 30, max_secon
     else:
         modes = {f"torch_{mode}": _torch_setup(cfg, x_np, y_np, mode) for mode in ("eager", "channels_last")}
     budget = cfg.max_seconds if max_seconds is None else max_seconds
-    return _time_modes(modes, cfg.batch_size, steps, budget, name, log=lambda _: None)
+    result = _time_modes(modes, cfg.batch_size, steps, budget, name, log=lambda _: None)
+    return {**result, "keeps_host_memory": dict.fromkeys(modes, _host_memory.applied)}
 
 
 def isolated_benchmark(
@@ -601,11 +606,18 @@ def isolated_benchmark(
     In one process the two frameworks' thread pools (XLA's, and the OpenMP teams of torch and
     of jaxcnn's oneDNN convolutions) slow each other down even with untimed steps at every
     switch, so the interleaved figures understate both sides by different amounts; here
-    neither side shares its process. Per mode the best of the rounds is kept (machine noise
-    only ever slows a run down). Returns ``{"rounds", "models": {name: {"train_img_s",
-    "eval_img_s", "train_ratio_jax_over", "eval_ratio_jax_over", "per_round"}}}``.
+    neither side shares its process. The torch process runs with glibc's default allocator
+    settings, as a plain torch script does (``import jaxcnn`` would change them:
+    :mod:`jaxcnn._host_memory`; the interleaved figures have both sides under jaxcnn's). Per
+    mode the best of the rounds is kept (machine noise only ever slows a run down). Returns
+    ``{"rounds", "steps", "torch_env", "models": {name: {"train_img_s", "eval_img_s",
+    "train_ratio_jax_over", "eval_ratio_jax_over", "per_round"}}}``.
     """
-    result: dict[str, Any] = {"rounds": rounds, "steps": steps, "models": {}}
+    from jaxcnn._host_memory import OPT_OUT_VARIABLE
+
+    torch_env = {OPT_OUT_VARIABLE: "0"}
+    environments = {"jax": os.environ, "torch": {**os.environ, **torch_env}}
+    result: dict[str, Any] = {"rounds": rounds, "steps": steps, "torch_env": torch_env, "models": {}}
     for name in models:
         per_round = []
         for round_index in range(rounds):
@@ -616,7 +628,9 @@ def isolated_benchmark(
                     "import json; from jaxcnn.bench import isolated_throughput; "
                     f"print(json.dumps(isolated_throughput({name!r}, {framework!r}, steps={steps}, max_seconds={max_seconds!r})))"
                 )
-                done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+                done = subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=environments[framework]
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"isolated {framework} run of {name} failed:\n{done.stderr[-2000:]}")
                 for key, values in json.loads(done.stdout.strip().splitlines()[-1]).items():
