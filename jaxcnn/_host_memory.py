@@ -18,7 +18,7 @@ import ctypes
 import os
 import platform
 
-from jaxcnn._platform import has_accelerator
+from jaxcnn._platform import cpu_is_the_platform
 
 __all__ = ["keep_freed_host_memory"]
 
@@ -34,12 +34,6 @@ OPT_OUT_VARIABLE = "JAXCNN_KEEP_HOST_MEMORY"
 applied = False  # whether this process's allocator was set by keep_freed_host_memory
 
 
-def _runs_on_cpu() -> bool:
-    """Whether JAX will run computations on the CPU platform (its buffers in host memory)."""
-    platforms = os.environ.get("JAX_PLATFORMS") or ("" if has_accelerator() else "cpu")
-    return platforms == "cpu"
-
-
 def keep_freed_host_memory() -> bool:
     """Set glibc's allocator to reuse freed memory instead of returning it to the kernel.
 
@@ -48,7 +42,7 @@ def keep_freed_host_memory() -> bool:
     ``JAXCNN_KEEP_HOST_MEMORY=0``; the cost is that the process's resident memory stays at
     its peak. Returns whether the setting was applied. Call it before JAX's first computation.
     """
-    if os.environ.get(OPT_OUT_VARIABLE, "1") == "0" or not _runs_on_cpu():
+    if os.environ.get(OPT_OUT_VARIABLE, "1") == "0" or not cpu_is_the_platform():
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -24,6 +24,11 @@ def has_accelerator() -> bool:
     return any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICE_PATTERNS)
 
 
+def cpu_is_the_platform() -> bool:
+    """Whether JAX will compute on the CPU: ``JAX_PLATFORMS=cpu``, or unset with no accelerator."""
+    return (os.environ.get("JAX_PLATFORMS") or ("" if has_accelerator() else "cpu")) == "cpu"
+
+
 def configure_platform() -> None:
     """Select JAX's CPU platform when no accelerator exists and the user chose none.
 
@@ -73,8 +78,7 @@ def use_host_devices(count: int | None = None) -> int:
     (its devices are the data-parallel ones) or when ``XLA_FLAGS`` already sets a count (the
     user's choice wins). Raises ``RuntimeError`` if JAX's backends are already initialised.
     """
-    platforms = os.environ.get("JAX_PLATFORMS") or ("" if has_accelerator() else "cpu")
-    if platforms != "cpu" or _HOST_DEVICE_FLAG in os.environ.get("XLA_FLAGS", ""):
+    if not cpu_is_the_platform() or _HOST_DEVICE_FLAG in os.environ.get("XLA_FLAGS", ""):
         return host_device_count()
     count = usable_cores() if count is None else int(count)
     if count < 1:
