@@ -10,6 +10,8 @@ and freed memory kept rather than trimmed, the buffer is reused from the heap: n
 
 glibc reads its arena limit when a thread first needs an arena, so this must run before
 JAX's backend starts its threads: ``import jaxcnn`` calls :func:`keep_freed_host_memory`.
+Known defect: in about one process in ten the buffer is still faulted in on every run (cause
+not found; see ``docs/benchmark.md``, "Page faults").
 """
 
 from __future__ import annotations
