@@ -2,11 +2,12 @@
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from jaxcnn._host_memory import glibc_on_linux
 
 pytest.importorskip("torch")
 
@@ -63,7 +64,7 @@ def test_isolated_runs_each_framework_in_its_own_process(tmp_path):
         record["train_img_s"]["jax"] / record["train_img_s"]["torch_eager"]
     )
     assert "one framework per process (best of 2 alternating rounds)" in result.stdout
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":  # torch as a plain torch script runs
+    if glibc_on_linux():  # torch as a plain torch script runs
         assert record["per_round"][0]["keeps_host_memory"] == {"jax": True, "torch_eager": False, "torch_channels_last": False}
 
 
