@@ -51,8 +51,11 @@ def keep_freed_host_memory() -> bool:
 
     One malloc arena for all threads, no ``mmap`` for large blocks, and a trim threshold of
     2 GiB. Applies on Linux with glibc when JAX runs on the CPU, unless the environment sets
-    ``JAXCNN_KEEP_HOST_MEMORY=0``; the cost is that the process's resident memory stays at
-    its peak. Returns whether the setting was applied. Call it before JAX's first computation.
+    ``JAXCNN_KEEP_HOST_MEMORY=0``. The costs: the process's resident memory stays at its peak
+    (plus the few buffers the heap grows by, above), and all threads allocate from one arena,
+    so ``malloc`` itself is slower (12 ms more CPU time per resnet50 step, against about 50 ms
+    of system time saved). Returns whether the setting was applied. Call it before JAX's first
+    computation.
     """
     if os.environ.get(OPT_OUT_VARIABLE, "1") == "0" or not cpu_is_the_platform():
         return False
