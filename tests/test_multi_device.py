@@ -111,7 +111,7 @@ def flat_state(state) -> dict[str, np.ndarray]:
     out = {}
     for group in ("params", "rest"):
         for path, leaf in nnx.to_flat_state(getattr(state, group)):
-            out[group + "." + ".".join(map(str, path))] = fetch(leaf.get_value())
+            out[group + "." + ".".join(map(str, path))] = fetch(leaf)
     return out
 
 

@@ -10,6 +10,12 @@ else that changes during training: BatchNorm running statistics (``nnx.BatchStat
 ``num_batches_tracked`` counters and the Dropout RNG streams (``RngKey``/``RngCount``).
 :class:`TrainState` bundles them with the optax state and the step counter as one pytree that a
 jitted step function consumes and returns (with its buffers donated).
+
+The states in a :class:`TrainState` hold plain arrays, not ``nnx.Variable`` objects
+(:func:`variable_values`): the graphdef already records each variable's type and metadata, so
+``nnx.merge`` rebuilds the variables inside the step, and every call of the jitted step skips
+flattening one Python pytree node per variable. On the small models that is measurable: mnist_cnn
+dispatches in about 0.2 ms instead of 0.3 ms of a 3 ms step (``docs/benchmark.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-__all__ = ["TrainState", "create_train_state", "split_model", "state_to_model", "update_model"]
+__all__ = [
+    "TrainState",
+    "create_train_state",
+    "split_model",
+    "state_to_model",
+    "update_model",
+    "variable_values",
+]
 
 
 @struct.dataclass
@@ -29,10 +42,11 @@ class TrainState:
     """Everything a training step reads and writes, as a single pytree.
 
     Attributes:
-      params: ``nnx.State`` of the model's ``nnx.Param`` variables (float32 master weights;
-        conv kernels HWIO, linear weights (in, out), as laid out by :mod:`jaxcnn.nn`).
-      rest: ``nnx.State`` of every other variable (BatchNorm statistics, RNG stream keys and
-        counters). Possibly empty.
+      params: ``nnx.State`` of the model's ``nnx.Param`` values (float32 master weights;
+        conv kernels HWIO, linear weights (in, out), as laid out by :mod:`jaxcnn.nn`), with
+        arrays as leaves (:func:`variable_values`).
+      rest: ``nnx.State`` of every other variable's value (BatchNorm statistics, RNG stream keys
+        and counters), arrays as leaves. Possibly empty.
       opt_state: the optax optimizer state for ``params``.
       step: int32 scalar, number of optimizer updates applied so far.
     """
@@ -43,9 +57,25 @@ class TrainState:
     step: jax.Array
 
 
+def _is_variable(node: Any) -> bool:
+    return isinstance(node, nnx.Variable)
+
+
+def variable_values(tree: Any) -> Any:
+    """``tree`` with every ``nnx.Variable`` replaced by its value (the array it holds).
+
+    An ``nnx.State`` stays an ``nnx.State`` with the same paths; ``nnx.merge`` and
+    ``nnx.update`` accept it, taking each variable's type and metadata from the graphdef or the
+    model. The arrays are not copied.
+    """
+    return jax.tree.map(lambda node: node.get_value() if _is_variable(node) else node, tree, is_leaf=_is_variable)
+
+
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
-    """``nnx.split(model, nnx.Param, ...)``: the static graph, the parameters and the rest."""
-    return nnx.split(model, nnx.Param, ...)
+    """``nnx.split(model, nnx.Param, ...)`` with array leaves: the static graph, the parameters
+    and the rest (see :func:`variable_values`)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, variable_values(params), variable_values(rest)
 
 
 def create_train_state(

@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from jaxcnn.nn.functional import cross_entropy
-from jaxcnn.train.state import TrainState
+from jaxcnn.train.state import TrainState, split_model
 
 __all__ = [
     "StepFunctions",
@@ -119,7 +119,7 @@ def make_train_step(
                     loss = loss + aux_loss_weight * cross_entropy(
                         extra.astype(jnp.float32), labels, label_smoothing=label_smoothing
                     )
-        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        _, _, new_rest = split_model(model)
         return loss, (logits, per_example, new_rest)
 
     def train_step(state: TrainState, images: jax.Array, labels: jax.Array):
