@@ -32,6 +32,30 @@ def test_bench_runs_and_writes_json(tmp_path):
     assert all(v > 0 for v in record["train_img_s"].values())
 
 
+def test_timer_times_a_window_from_its_first_step_until_its_work_is_done(monkeypatch):
+    """A window's time includes the queued work its ``sync`` waits for, not the settle steps' work."""
+    from jaxcnn import bench
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+    queued = []
+
+    def step():  # dispatch: 1 ms of host time, 10 ms of work queued
+        queued.append(0.010)
+        clock["now"] += 0.001
+
+    def sync():  # the queued work runs
+        clock["now"] += sum(queued)
+        queued.clear()
+
+    timer = bench._Timer("fake", step, sync)
+    timer.run(4, settle=2)
+    timer.run(4, settle=2)
+    assert timer.steps_timed == 8 and len(timer.times) == 2
+    assert timer.times == pytest.approx([0.011, 0.011])
+    assert timer.seconds_timed == pytest.approx(0.088)
+
+
 def test_bench_times_a_data_parallel_step_over_host_devices(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "jaxcnn.bench", "--models", "mnist_cnn", "--steps", "3", "--batch-size", "8",
