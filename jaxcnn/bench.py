@@ -44,8 +44,8 @@ the benchmark dispatches a window's 4 steps, then waits for the last one's outpu
 return from each step when it is done, so for them a window is 4 synchronous steps. The first
 steps of every window start from an idle queue and the last waits for the end, so a window
 overlaps less than the trainer's loop does. Before 2026-11-30 every step was timed on its own,
-synchronously, which charged jaxcnn's dispatch (0.1-0.2 ms, the whole gap between a 3 ms
-mnist_cnn step and torch's) as if a step could not be dispatched during the previous one.
+synchronously, which charged jaxcnn's dispatch (0.1-0.2 ms of mnist_cnn's 3 ms step) as if a
+step could not be dispatched during the previous one.
 
 Speed is never asserted anywhere: the JSON records what was measured and under which load
 (``os.getloadavg()`` before and after).
@@ -190,14 +190,14 @@ def _interleave(
     """Round-robin turns of each timer until each has ``steps`` timed steps and ``min_seconds``
     of timed steps, or the time budget (``max_seconds`` per timer) runs out.
 
-    A turn runs ``settle`` untimed steps, then times a window of ``chunk``. The first steps after a switch
-    of framework are slower: the other framework's OpenMP and XLA worker threads are still
-    spinning down, and both frameworks' OpenMP pools compete for the cores (measured: a torch
-    mnist_cnn step right after jaxcnn steps took 8-15 ms against 6.3 ms from the third on,
-    and the reverse 5-10 ms against 3.3 ms). Timing them would charge each framework for the
-    other's threads. ``min_seconds`` keeps millisecond steps from being timed over a few
-    milliseconds only: jaxcnn's mlp step ran at 66k img/s over its first 30 steps and 81k
-    over 300 (torch 62k and 66k).
+    A turn runs ``settle`` untimed steps, then times a window of ``chunk`` steps. The first
+    steps after a switch of framework are slower: the other framework's OpenMP and XLA worker
+    threads are still spinning down, and both frameworks' OpenMP pools compete for the cores
+    (measured: a torch mnist_cnn step right after jaxcnn steps took 8-15 ms against 6.3 ms from
+    the third on, and the reverse 5-10 ms against 3.3 ms). Timing them would charge each
+    framework for the other's threads. ``min_seconds`` keeps millisecond steps from being timed
+    over a few milliseconds only: jaxcnn's mlp step ran at 66k img/s over its first 30 steps and
+    81k over 300 (torch 62k and 66k).
     """
     start = time.perf_counter()
     budget = max_seconds * max(1, len(timers))
