@@ -21,7 +21,7 @@ from jaxcnn.train.checkpoint import NonFiniteStateError, RunCheckpointer, find_c
 from jaxcnn.train.config import TrainConfig, load_config_file
 from jaxcnn.train.experiment import RunExistsError, Trainer, TrainingDivergedError, evaluate_checkpoint, experiment
 from jaxcnn.train.state import TrainState, create_train_state, split_model, state_to_model, update_model
-from jaxcnn.train.step import StepFunctions, all_finite, make_eval_step, make_steps, make_train_step, split_outputs
+from jaxcnn.train.step import StepFunctions, all_finite, make_eval_step, make_steps, make_train_step, model_loss, split_outputs
 
 __all__ = [
     "NonFiniteStateError",
@@ -41,6 +41,7 @@ __all__ = [
     "make_eval_step",
     "make_steps",
     "make_train_step",
+    "model_loss",
     "split_model",
     "split_outputs",
     "state_to_model",

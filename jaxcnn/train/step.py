@@ -37,6 +37,7 @@ __all__ = [
     "make_eval_step",
     "make_steps",
     "make_train_step",
+    "model_loss",
     "split_outputs",
 ]
 
@@ -68,6 +69,35 @@ def _metrics(logits: jax.Array, labels: jax.Array, per_example: jax.Array) -> Me
         "correct": jnp.sum(jnp.argmax(logits, axis=-1) == labels).astype(jnp.int32),
         "count": jnp.asarray(labels.shape[0], jnp.int32),
     }
+
+
+def model_loss(
+    model: nnx.Module,
+    images: jax.Array,
+    labels: jax.Array,
+    *,
+    label_smoothing: float = 0.0,
+    aux_loss_weight: float = 0.0,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """The training loss of ``model`` on one batch: ``(loss, (logits, per_example))``.
+
+    The one definition of the loss, used by :func:`make_train_step` and by anything that needs
+    the step's gradients (``jaxcnn.parity``). ``images`` (B, H, W, C) NHWC, ``labels`` int (B,).
+    ``loss`` is the mean cross entropy of the first output plus ``aux_loss_weight`` times that
+    of every further output of the logits' shape (see the module docstring); ``logits`` are the
+    first output cast to float32, ``per_example`` (B,) their cross entropies.
+    """
+    logits, extras = split_outputs(model(images))
+    logits = logits.astype(jnp.float32)
+    per_example = cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    loss = jnp.mean(per_example)
+    if aux_loss_weight:
+        for extra in extras:
+            if hasattr(extra, "shape") and extra.shape == logits.shape:
+                loss = loss + aux_loss_weight * cross_entropy(
+                    extra.astype(jnp.float32), labels, label_smoothing=label_smoothing
+                )
+    return loss, (logits, per_example)
 
 
 def make_train_step(
@@ -109,16 +139,9 @@ def make_train_step(
             params = _cast_floating(params, cdt)
             images = images.astype(cdt)
         model = nnx.merge(graphdef, params, rest, copy=True)
-        logits, extras = split_outputs(model(images))
-        logits = logits.astype(jnp.float32)
-        per_example = cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
-        loss = jnp.mean(per_example)
-        if aux_loss_weight:
-            for extra in extras:
-                if hasattr(extra, "shape") and extra.shape == logits.shape:
-                    loss = loss + aux_loss_weight * cross_entropy(
-                        extra.astype(jnp.float32), labels, label_smoothing=label_smoothing
-                    )
+        loss, (logits, per_example) = model_loss(
+            model, images, labels, label_smoothing=label_smoothing, aux_loss_weight=aux_loss_weight
+        )
         _, _, new_rest = split_model(model)
         return loss, (logits, per_example, new_rest)
 
