@@ -2,9 +2,12 @@
 
 import os
 
-import jaxcnn  # noqa: F401  (selects JAX's CPU platform on machines without an accelerator)
 import pytest
 from hypothesis import settings
+
+from jaxcnn import configure_platform
+
+configure_platform()  # JAX's CPU platform, quietly, on machines without an accelerator (the allocator is left alone)
 
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)

@@ -9,7 +9,9 @@ resnet50 step, 22,500 per gap_vgg step. With one malloc arena, no ``mmap`` for l
 and freed memory kept rather than trimmed, the buffer is reused from the heap: no faults.
 
 glibc reads its arena limit when a thread first needs an arena, so this must run before
-JAX's backend starts its threads: ``import jaxcnn`` calls :func:`keep_freed_host_memory`.
+JAX's backend starts its threads. It changes the whole process, so importing jaxcnn never
+calls it: the programs that own their process do (``jaxcnn train``/``evaluate``/``bench``,
+the scripts), and a library user calls ``jaxcnn.keep_freed_host_memory()`` first thing.
 
 The heap grows by a few buffers before it settles. XLA asks for the buffer with an aligned
 allocation, and glibc (2.36) serves one only from a free chunk large enough for the size

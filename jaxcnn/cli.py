@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxcnn`` console script."""
+    from jaxcnn import configure_platform, keep_freed_host_memory
+
+    configure_platform()  # this program owns its process: CPU JAX quietly where no accelerator exists,
+    keep_freed_host_memory()  # and glibc keeps freed memory (before JAX starts any thread)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

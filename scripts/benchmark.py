@@ -10,9 +10,10 @@ See :mod:`jaxcnn.bench` for what is measured.
 
 import sys
 
-from jaxcnn import _platform
+import jaxcnn
 
-_platform.configure_platform()
+jaxcnn.configure_platform()  # this script owns its process: quiet CPU JAX, and
+jaxcnn.keep_freed_host_memory()  # glibc keeps freed memory, as `jaxcnn bench` does
 
 from jaxcnn.bench import main  # noqa: E402
 

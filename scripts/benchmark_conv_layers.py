@@ -85,7 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per variant (median reported)")
     args = parser.parse_args()
-    import jaxcnn  # noqa: F401  (selects JAX's CPU platform on a machine without accelerators)
+    import jaxcnn
+
+    jaxcnn.configure_platform()  # quiet CPU JAX where no accelerator exists
+    jaxcnn.keep_freed_host_memory()  # as `jaxcnn bench` runs
 
     header = "layer (batch, map, channels, kernel)"
     print(f"| {header} | fwd XLA | fwd oneDNN | fwd torch | fwd+bwd XLA | fwd+bwd oneDNN | fwd+bwd torch |")

@@ -38,6 +38,9 @@ def load_image(path: Path | None, size: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
+    import jaxcnn
+
+    jaxcnn.configure_platform()  # quiet CPU JAX where no accelerator exists
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gap_vgg")
     parser.add_argument("--num-classes", type=int)

@@ -135,6 +135,10 @@ def work(args: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
+    import jaxcnn
+
+    jaxcnn.configure_platform()  # this script owns its process: quiet CPU JAX,
+    jaxcnn.keep_freed_host_memory()  # and glibc keeps freed memory, as `jaxcnn train` does
     args = parse_args(argv)
     if args.process_id is None:
         return launch(args)

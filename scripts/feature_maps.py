@@ -58,6 +58,9 @@ def plot(image: np.ndarray, stages: dict[str, np.ndarray], title: str, out: Path
 
 
 def main(argv=None) -> int:
+    import jaxcnn
+
+    jaxcnn.configure_platform()  # quiet CPU JAX where no accelerator exists
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist_cnn", help="a model with 28x28x1 input (mnist_cnn, mlp has no conv)")
     parser.add_argument("--layer", default="conv1", help="dotted path of the conv layer")

@@ -41,6 +41,8 @@ import copy  # noqa: E402
 import torch  # noqa: E402
 
 import jaxcnn.models  # noqa: E402
+
+jaxcnn.configure_platform()  # quiet CPU JAX where no accelerator exists
 from model_harness import (  # noqa: E402
     RTOL,
     check_eval,

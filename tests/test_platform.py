@@ -1,4 +1,4 @@
-"""jaxcnn picks JAX's CPU platform on machines without an accelerator, and only then."""
+"""``jaxcnn.configure_platform`` picks JAX's CPU platform on machines without an accelerator, and only then."""
 
 import os
 import subprocess
@@ -17,10 +17,15 @@ def test_cpu_is_selected_quietly_without_an_accelerator():
         import pytest
 
         pytest.skip("this machine has an accelerator")
-    code = "import os, jaxcnn, jax; print(os.environ['JAX_PLATFORMS'], jax.default_backend())"
+    # importing the library changes no environment variable; configure_platform (which the
+    # jaxcnn command, the scripts and the test suite call) selects the CPU
+    code = (
+        "import os, jaxcnn.models; print(os.environ.get('JAX_PLATFORMS', 'unset')); "
+        "jaxcnn.configure_platform(); import jax; print(os.environ['JAX_PLATFORMS'], jax.default_backend())"
+    )
     result = subprocess.run([sys.executable, "-c", code], env=_env_without_platform(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["cpu", "cpu"]
+    assert result.stdout.split() == ["unset", "cpu", "cpu"]
     assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
 
 
