@@ -315,6 +315,9 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m torch_ref.train``)."""
+    from jaxcnn import configure_platform
+
+    configure_platform()  # quiet CPU JAX for --init jax; glibc's allocator stays at its defaults
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume:
