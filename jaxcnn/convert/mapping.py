@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -84,7 +85,7 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, object]) -
         current = variable.get_value()
         if key not in arrays:
             if key.endswith(COUNTER_SUFFIX):
-                converted[key] = jnp.zeros_like(current)
+                converted[key] = jax.device_put(np.zeros(current.shape, current.dtype))
             else:
                 missing.append(key)
             continue
@@ -97,10 +98,9 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, object]) -
         if np.issubdtype(array.dtype, np.floating) != jnp.issubdtype(current.dtype, jnp.floating):
             wrong_kind.append(f"{key}: checkpoint dtype {array.dtype}, model dtype {current.dtype}")
             continue
-        # jnp.array copies: jnp.asarray with a dtype may alias the torch tensor's memory on CPU,
-        # and torch's in-place updates would then leak into the jaxcnn model.
-        # (the dtype is converted in numpy: a jnp dtype conversion compiles once per shape)
-        converted[key] = jnp.array(np.asarray(jax_layout(array, permutation), dtype=current.dtype), copy=True)
+        # A copy made in numpy (the dtype too: jnp.array/astype compile once per shape), then
+        # transferred: the model never aliases the torch tensor's memory, which torch may update.
+        converted[key] = jax.device_put(np.array(jax_layout(array, permutation), dtype=current.dtype, order="C", copy=True))
     unexpected = sorted(set(arrays) - set(variables))
     problems = []
     if missing:

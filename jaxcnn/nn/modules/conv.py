@@ -8,6 +8,7 @@ from flax import nnx
 from jaxcnn.nn import functional as F
 from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, pair
 from jaxcnn.nn.functional.conv import conv_padding, pad_input
+from jaxcnn.nn import init
 from jaxcnn.nn.init import HWIO_TO_OIHW, default_bound
 
 
@@ -57,10 +58,8 @@ class Conv2d(nnx.Module):
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = default_bound(fan_in)
         shape = (*self.kernel_size, in_channels // groups, out_channels)
-        self.weight = nnx.Param(jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound), torch_perm=HWIO_TO_OIHW)
-        self.bias = (
-            nnx.Param(jax.random.uniform(rngs.params(), (out_channels,), minval=-bound, maxval=bound)) if bias else None
-        )
+        self.weight = nnx.Param(init.uniform(rngs, shape, -bound, bound), torch_perm=HWIO_TO_OIHW)
+        self.bias = nnx.Param(init.uniform(rngs, (out_channels,), -bound, bound)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_nhwc(x, "Conv2d")

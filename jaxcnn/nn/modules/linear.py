@@ -7,6 +7,7 @@ from flax import nnx
 
 from jaxcnn.nn import functional as F
 from jaxcnn.nn._utils import check_positive
+from jaxcnn.nn import init
 from jaxcnn.nn.init import IO_TO_OI, default_bound
 
 
@@ -23,10 +24,8 @@ class Linear(nnx.Module):
         self.in_features = in_features
         self.out_features = out_features
         bound = default_bound(in_features)
-        self.weight = nnx.Param(
-            jax.random.uniform(rngs.params(), (in_features, out_features), minval=-bound, maxval=bound), torch_perm=IO_TO_OI
-        )
-        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_features,), minval=-bound, maxval=bound)) if bias else None
+        self.weight = nnx.Param(init.uniform(rngs, (in_features, out_features), -bound, bound), torch_perm=IO_TO_OI)
+        self.bias = nnx.Param(init.uniform(rngs, (out_features,), -bound, bound)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.shape[-1] != self.in_features:
