@@ -13,18 +13,17 @@ def _summary(args: argparse.Namespace) -> int:
 
     height, width, channels = args.input_size or models.input_size(args.model)
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = models.create(args.model, **options)
+    model = models.create_abstract(args.model, **options)  # shapes only: no weights are made
     print(summarize(model, (args.batch_size, height, width, channels), name=args.model).table())
     return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
     from jaxcnn import models
-    from jaxcnn.convert import load_torch_checkpoint, save_torch_checkpoint, torch_shapes
+    from jaxcnn.convert import read_state_dict, save_torch_checkpoint, torch_shapes
 
     options = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = models.create(args.model, **options)
-    load_torch_checkpoint(model, args.input, strip_prefix=args.strip_prefix)
+    model = models.create(args.model, weights=read_state_dict(args.input, strip_prefix=args.strip_prefix), **options)
     written = save_torch_checkpoint(model, args.output)
     print(f"loaded {len(torch_shapes(model))} tensors from {args.input} into jaxcnn {args.model}; wrote {written}")
     return 0

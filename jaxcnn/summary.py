@@ -107,7 +107,7 @@ def summarize(model: nnx.Module, input_shape: Sequence[int], *, name: str | None
     """Trace ``model`` (eval mode, shapes only) on an NHWC input of ``input_shape`` and tabulate its layers.
 
     Args:
-      model: any jaxcnn model.
+      model: any jaxcnn model, with weights or abstract (``jaxcnn.models.create_abstract``).
       input_shape: ``(N, H, W, C)``.
 
     Returns:
@@ -119,8 +119,14 @@ def summarize(model: nnx.Module, input_shape: Sequence[int], *, name: str | None
         ".".join(map(str, path)) for path, node in nnx.iter_graph(model) if path and isinstance(node, _LAYER_TYPES)
     ]
     calls: list = []
-    with record_outputs(model, layer_paths, calls):
-        jax.eval_shape(lambda x: model(x), jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
+    graphdef, state = nnx.split(model)
+
+    def forward(state, x):  # on a copy of the model holding tracers: abstract models work too
+        traced = nnx.merge(graphdef, state)
+        with record_outputs(traced, layer_paths, calls):
+            return traced(x)
+
+    jax.eval_shape(forward, state, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
     rows, counted = [], set()
     for path, _, output in calls:
         module = get_submodule(model, path)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import jaxcnn.nn as jnn
 from jaxcnn.nn import functional as F
 from jaxcnn.nn.functional import conv as conv_module
-from jaxcnn.nn.functional.onednn_conv import using_conv_backend
+from jaxcnn.nn import using_conv_backend
 
 from conftest import (
     abstract_module,

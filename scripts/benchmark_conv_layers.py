@@ -43,7 +43,7 @@ def time_layer(batch: int, size: int, cin: int, cout: int, kernel: int, padding:
     import torch
 
     from jaxcnn.nn import functional as F
-    from jaxcnn.nn.functional.onednn_conv import using_conv_backend
+    from jaxcnn.nn.native.onednn_conv import using_conv_backend
 
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((batch, size, size, cin), dtype=np.float32)

@@ -23,7 +23,7 @@ from jax import lax
 
 from jaxcnn.nn import functional as F
 from jaxcnn.nn import native
-from jaxcnn.nn.functional.onednn_conv import (
+from jaxcnn.nn.native.onednn_conv import (
     conv_backend,
     onednn_conv2d,
     set_conv_backend,
@@ -241,7 +241,7 @@ def test_fresh_cache_builds_the_library_once(tmp_path):
 LAYOUT_PROBE = """
     import jax, jax.numpy as jnp, numpy as np
     from jax import lax
-    from jaxcnn.nn.functional.onednn_conv import onednn_conv2d
+    from jaxcnn.nn.native.onednn_conv import onednn_conv2d
 
     def conv(backend, x, w, stride, pads):
         if backend == "onednn":
@@ -288,7 +288,7 @@ DATA_PARALLEL_PROBE = """
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from jaxcnn.nn import functional as F
-    from jaxcnn.nn.functional.onednn_conv import using_conv_backend
+    from jaxcnn.nn.native.onednn_conv import using_conv_backend
 
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     split, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())

@@ -16,6 +16,7 @@ from torch_ref.models.cifar_resnet import BasicBlock as CifarBasicBlock
 from torch_ref.models.cifar_resnet import Bottleneck as CifarBottleneck
 from torch_ref.models.cifar_vgg import CIFAR_VGG_CFGS, CifarVGG
 from torch_ref.models.se_resnet import SELayer
+from torch_ref.models.torchvision_models import TORCHVISION_NAMES
 
 COURSE_NAMES = [
     "mlp",
@@ -33,27 +34,6 @@ COURSE_NAMES = [
     "se_resnet18",
     "se_resnet50",
 ]
-TORCHVISION_NAMES = [
-    "alexnet",
-    "vgg11",
-    "vgg13",
-    "vgg16",
-    "vgg19",
-    "vgg11_bn",
-    "vgg13_bn",
-    "vgg16_bn",
-    "vgg19_bn",
-    "googlenet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "densenet121",
-    "densenet161",
-    "densenet169",
-    "densenet201",
-]
 
 # (channels, side) of a small valid input for each model (eval mode).
 INPUT = {
@@ -66,12 +46,13 @@ INPUT = {
     "resnet18": (3, 16),  # ImageNet resnets accept any side >= 1 in eval mode
     "resnet34": (3, 16),
     "resnet50": (3, 16),
+    "resnext50_32x4d": (3, 16),
     "se_resnet18": (3, 16),
     "se_resnet50": (3, 16),
 }
 # The big torchvision models cost seconds each to initialise on CPU: check them on the meta
 # device; one model of each torchvision family (alexnet, vgg11_bn, googlenet, resnet18/34/50,
-# densenet121) still runs for real.
+# resnext50_32x4d, densenet121) still runs for real.
 META_ONLY = {
     "vgg11",
     "vgg13",
@@ -82,6 +63,9 @@ META_ONLY = {
     "vgg19_bn",
     "resnet101",
     "resnet152",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
     "densenet161",
     "densenet169",
     "densenet201",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 
 from flax import nnx
 
@@ -40,15 +41,57 @@ def names() -> list[str]:
     return sorted(_CONSTRUCTORS)
 
 
-def create(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None = None, seed: int = 0, **options) -> nnx.Module:
+def create(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    rngs: nnx.Rngs | None = None,
+    seed: int = 0,
+    weights: str | os.PathLike | Mapping | None = None,
+    **options,
+) -> nnx.Module:
     """Build a zoo model by name, e.g. ``create('resnet18', num_classes=10, rngs=nnx.Rngs(0))``.
 
     ``num_classes`` defaults to the model's own default (10 for the course models, 1000
     for the ImageNet models); ``rngs`` defaults to ``nnx.Rngs(seed)``. Other keyword
     options go to the model (e.g. ``zero_init_residual``, ``aux_logits``). Inputs are NHWC.
+
+    ``weights``: a torch checkpoint or safetensors file (torch keys and layouts, e.g.
+    torchvision's ``.pth``), or a state dict, loaded strictly
+    (:func:`jaxcnn.convert.load_torch_state_dict`) into a model built by
+    :func:`create_abstract`: no random initialiser runs, each weight is allocated once.
     """
     if name not in _CONSTRUCTORS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
     if num_classes is not None:
         options["num_classes"] = num_classes
+    if weights is not None:
+        from jaxcnn.convert import load_torch_checkpoint, load_torch_state_dict
+
+        model = create_abstract(name, rngs=rngs, seed=seed, **options)
+        if isinstance(weights, Mapping):
+            return load_torch_state_dict(model, weights)
+        return load_torch_checkpoint(model, weights)
     return _CONSTRUCTORS[name](rngs=rngs if rngs is not None else nnx.Rngs(seed), **options)
+
+
+def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None = None, seed: int = 0, **options) -> nnx.Module:
+    """Model ``name`` with shapes and dtypes but no weights: its Params and BatchStats are ``jax.ShapeDtypeStruct``.
+
+    What ``nnx.eval_shape(lambda: create(name, ...))`` gives, built without tracing
+    (:func:`jaxcnn.nn.init.shapes_only`), in a fraction of the time; its RNG streams (e.g.
+    Dropout's) are concrete, as in :func:`create`. Fill it from a file with
+    :func:`jaxcnn.convert.load_torch_checkpoint` (or use ``create(name, weights=path)``),
+    or read its shapes (``jaxcnn summary``, :func:`jaxcnn.convert.torch_shapes`).
+    """
+    import jax
+
+    from jaxcnn.nn import init
+
+    with init.shapes_only():
+        model = create(name, num_classes=num_classes, rngs=rngs, seed=seed, **options)
+    for _, variable in nnx.to_flat_state(nnx.state(model)):
+        value = variable.get_value()  # what a module made without the initialisers (e.g. BatchNorm's statistics)
+        if isinstance(variable, (nnx.Param, nnx.BatchStat)) and not isinstance(value, jax.ShapeDtypeStruct):
+            variable.set_value(jax.ShapeDtypeStruct(value.shape, value.dtype))
+    return model

@@ -1,4 +1,4 @@
-"""torchvision's ResNets (ResNet-18/34/50/101/152) in Flax NNX; twins of ``torchvision.models.resnet``.
+"""torchvision's ResNets (ResNet-18/34/50/101/152, ResNeXt, wide ResNets) in Flax NNX; twins of ``torchvision.models.resnet``.
 
 Same helpers (``conv3x3``, ``conv1x1``), blocks (``BasicBlock``, ``Bottleneck`` with the stride
 on the 3x3 conv, "ResNet v1.5"), ``ResNet._make_layer`` and attribute names as torchvision's
@@ -29,6 +29,10 @@ __all__ = [
     "resnet50",
     "resnet101",
     "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ]
 
 
@@ -358,3 +362,33 @@ def resnet101(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
 def resnet152(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
     """ResNet-152 (Bottleneck, [3, 8, 36, 3]); input (N, H, W, 3) NHWC, output (N, num_classes)."""
     return _resnet(Bottleneck, [3, 8, 36, 3], num_classes=num_classes, rngs=rngs, **kwargs)
+
+
+@register("resnext50_32x4d")
+def resnext50_32x4d(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
+    """ResNeXt-50 32x4d (Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4); NHWC input, (N, num_classes) output."""
+    kwargs.setdefault("groups", 32)
+    kwargs.setdefault("width_per_group", 4)
+    return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, rngs=rngs, **kwargs)
+
+
+@register("resnext101_32x8d")
+def resnext101_32x8d(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
+    """ResNeXt-101 32x8d (Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8); NHWC input, (N, num_classes) output."""
+    kwargs.setdefault("groups", 32)
+    kwargs.setdefault("width_per_group", 8)
+    return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, rngs=rngs, **kwargs)
+
+
+@register("wide_resnet50_2")
+def wide_resnet50_2(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
+    """Wide ResNet-50-2 (Bottleneck, [3, 4, 6, 3], width_per_group=128: twice the 3x3 width); NHWC input."""
+    kwargs.setdefault("width_per_group", 64 * 2)
+    return _resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, rngs=rngs, **kwargs)
+
+
+@register("wide_resnet101_2")
+def wide_resnet101_2(*, num_classes: int = 1000, rngs: nnx.Rngs, **kwargs) -> ResNet:
+    """Wide ResNet-101-2 (Bottleneck, [3, 4, 23, 3], width_per_group=128: twice the 3x3 width); NHWC input."""
+    kwargs.setdefault("width_per_group", 64 * 2)
+    return _resnet(Bottleneck, [3, 4, 23, 3], num_classes=num_classes, rngs=rngs, **kwargs)

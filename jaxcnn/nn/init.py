@@ -17,8 +17,11 @@ tracing (``nnx.eval_shape``, ``jax.jit``) the same numpy draw runs as a ``jax.pu
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -69,26 +72,52 @@ def _fan(variable: nnx.Variable, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
+_SHAPES_ONLY = contextvars.ContextVar("jaxcnn_init_shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Inside the block, initialisers make ``jax.ShapeDtypeStruct`` values instead of arrays.
+
+    A model built inside it has every shape and dtype of an eager build, and its RNG streams
+    advance exactly as there, but its initialised variables hold no memory: what
+    ``nnx.eval_shape`` gives, without tracing the constructor (which costs seconds for a
+    DenseNet). For models whose weights come from a file (``jaxcnn.models.create_abstract``).
+    """
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
+
+
 def _is_traced(value) -> bool:
     return isinstance(value, (jax.core.Tracer, jax.ShapeDtypeStruct))
+
+
+def _sample_on_host(key_words, shape: tuple[int, ...], dtype: np.dtype, sample) -> np.ndarray:
+    generator = np.random.default_rng(np.asarray(key_words, dtype=np.uint32).ravel())
+    return np.asarray(sample(generator, shape), dtype=dtype).reshape(shape)
 
 
 def draw(rngs: nnx.Rngs, shape: tuple[int, ...], sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray], dtype=jnp.float32) -> jax.Array:
     """``sample(generator, shape)`` with a numpy generator seeded by the next ``rngs.params()`` key.
 
     The one place random initial values are made (see the module docstring). Returns a JAX
-    array of ``shape`` and ``dtype``.
+    array of ``shape`` and ``dtype`` (a ``jax.ShapeDtypeStruct`` inside :func:`shapes_only`).
     """
     shape, dtype = tuple(shape), np.dtype(dtype)
     words = jax.random.key_data(rngs.params())
-
-    def host(key_words) -> np.ndarray:
-        generator = np.random.default_rng(np.asarray(key_words, dtype=np.uint32).ravel())
-        return np.asarray(sample(generator, shape), dtype=dtype).reshape(shape)
-
+    if _SHAPES_ONLY.get():
+        return jax.ShapeDtypeStruct(shape, dtype)
     if _is_traced(words):
+        host = functools.partial(_call_sample_on_host, shape=shape, dtype=dtype, sample=sample)
         return jax.pure_callback(host, jax.ShapeDtypeStruct(shape, dtype), words, vmap_method="sequential")
-    return to_device(host(np.asarray(words)))
+    return to_device(_sample_on_host(np.asarray(words), shape, dtype, sample))
+
+
+def _call_sample_on_host(key_words, *, shape, dtype, sample):
+    return _sample_on_host(key_words, shape, dtype, sample)  # looked up at call time (tests count the calls)
 
 
 def to_device(value: np.ndarray) -> jax.Array:
@@ -97,7 +126,12 @@ def to_device(value: np.ndarray) -> jax.Array:
 
 
 def full(shape: tuple[int, ...], value: float, dtype=jnp.float32) -> jax.Array:
-    """A constant JAX array made on the host (eager ``jnp.full``/``ones``/``zeros`` compile once per shape)."""
+    """A constant array made on the host (eager ``jnp.full``/``ones``/``zeros`` compile once per shape).
+
+    A ``jax.ShapeDtypeStruct`` inside :func:`shapes_only`.
+    """
+    if _SHAPES_ONLY.get():
+        return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
     return to_device(np.full(tuple(shape), value, dtype=np.dtype(dtype)))
 
 
@@ -134,11 +168,8 @@ def _truncated_standard_normal(generator: np.random.Generator, shape: tuple[int,
 
 
 def _set(variable: nnx.Variable, value) -> nnx.Variable:
-    current = variable.get_value()
-    if _is_traced(current) or isinstance(value, jax.core.Tracer):
-        variable.set_value(jnp.asarray(value, current.dtype))
-    else:
-        variable.set_value(to_device(np.asarray(value, dtype=current.dtype)))  # converted in numpy: nothing to compile
+    # value has the variable's shape and dtype: draw() and full() were asked for them
+    variable.set_value(value)
     return variable
 
 
@@ -172,7 +203,7 @@ def trunc_normal_(
 
 def constant_(variable: nnx.Variable, val: float) -> nnx.Variable:
     """Fill with ``val``."""
-    return _set(variable, np.full(_shape(variable), val))
+    return _set(variable, full(_shape(variable), val, variable.get_value().dtype))
 
 
 def zeros_(variable: nnx.Variable) -> nnx.Variable:

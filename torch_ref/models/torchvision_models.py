@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch.nn as nn
 import torchvision
 
-__all__ = ["TORCHVISION_MODELS", "torchvision_builder", "googlenet"]
+__all__ = ["TORCHVISION_MODELS", "TORCHVISION_NAMES", "torchvision_builder", "googlenet"]
 
 
 def torchvision_builder(tv_name: str) -> Callable[..., nn.Module]:
@@ -56,7 +56,8 @@ def googlenet(
     )
 
 
-_TORCHVISION_NAMES = [
+# Every torchvision-backed model name, in torchvision's family order.
+TORCHVISION_NAMES = [
     "alexnet",
     "vgg11",
     "vgg13",
@@ -66,19 +67,23 @@ _TORCHVISION_NAMES = [
     "vgg13_bn",
     "vgg16_bn",
     "vgg19_bn",
+    "googlenet",
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
     "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
     "densenet121",
     "densenet161",
     "densenet169",
     "densenet201",
 ]
 
-# name -> builder, for every torchvision-backed model (googlenet included).
+# name -> builder, for every torchvision-backed model (googlenet with its own defaults).
 TORCHVISION_MODELS: dict[str, Callable[..., nn.Module]] = {
-    **{name: torchvision_builder(name) for name in _TORCHVISION_NAMES},
-    "googlenet": googlenet,
+    name: googlenet if name == "googlenet" else torchvision_builder(name) for name in TORCHVISION_NAMES
 }

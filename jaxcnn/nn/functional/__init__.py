@@ -20,6 +20,7 @@ from jaxcnn.nn.functional.pooling import (
     pool_output_size,
 )
 from jaxcnn.nn.functional.shape import flatten
+from jaxcnn.nn.native.onednn_conv import set_conv_backend, using_conv_backend  # the backend conv2d uses
 
 __all__ = [
     "adaptive_avg_pool2d",
@@ -39,7 +40,9 @@ __all__ = [
     "max_pool2d",
     "pool_output_size",
     "relu",
+    "set_conv_backend",
     "sigmoid",
     "softmax",
     "tanh",
+    "using_conv_backend",
 ]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.nn._utils import check_nhwc, check_non_negative, check_positive, conv_output_hw, pair
-from jaxcnn.nn.functional.onednn_conv import onednn_conv2d, use_onednn
+from jaxcnn.nn.native.onednn_conv import onednn_conv2d, use_onednn
 
 IntOrPair = int | Sequence[int]
 
@@ -124,7 +124,7 @@ def conv2d(
 
     On the CPU, float32 convolutions run through oneDNN (the library torch uses) when
     jaxcnn's native kernels are available, XLA's convolution otherwise; see
-    :mod:`jaxcnn.nn.functional.onednn_conv` for the choice and ``JAXCNN_CONV_BACKEND``.
+    :mod:`jaxcnn.nn.native.onednn_conv` for the choice and ``JAXCNN_CONV_BACKEND``.
     """
     check_nhwc(input, "conv2d")
     if weight.ndim != 4:
