@@ -1,5 +1,5 @@
-"""Model-level parity for the ResNet family: torchvision ResNet-18/34/50/101/152, the course's
-CIFAR ResNets and the SE-ResNets (``jaxcnn.models.{resnet,cifar_resnet,se_resnet}``).
+"""Model-level parity for the ResNet family: torchvision ResNet-18/34/50/101/152, ResNeXt and wide
+ResNets, the course's CIFAR ResNets and the SE-ResNets (``jaxcnn.models.{resnet,cifar_resnet,se_resnet}``).
 
 Every model, at batch 2: the torch state dict round-trips bit for bit; eval logits and the
 features after every stage (plus some blocks, downsample/shortcut branches and SE gates) agree
@@ -161,3 +161,23 @@ def test_resnet50_options(options):
         return
     with float64(torch_model, jax_model):
         check_train_step(torch_model, jax_model, torch_input((2, 3, 33, 33), seed=4).double(), LABELS, jit=JIT)
+
+
+# torchvision's ResNeXt and wide ResNets: ResNet-50/101's Bottlenecks with grouped (32 groups)
+# or wider 3x3 convs. Eval at 17 (odd: 9, 5, 5, 3, 2, 1): the blocks are those of ResNet-50,
+# already trained above and by test_resnet50_options[grouped], so one model runs by default.
+WIDTH_MODELS = [
+    "resnext50_32x4d",
+    pytest.param("wide_resnet50_2", marks=SLOW),
+    pytest.param("resnext101_32x8d", marks=SLOW),
+    pytest.param("wide_resnet101_2", marks=SLOW),
+]
+
+
+@pytest.mark.parametrize("name", WIDTH_MODELS)
+def test_resnext_and_wide_resnets(name):
+    """torchvision's own model's state dict loads strictly (every key and shape) and round-trips;
+    eval logits and stage/block features agree at RTOL."""
+    torch_model, jax_model = make_pair(name, abstract_init=True)
+    check_round_trip(torch_model, jax_model)
+    check_eval(torch_model, jax_model, torch_input((2, 3, 17, 17), seed=17), features=_features(name), jit=JIT)

@@ -2,7 +2,7 @@
 has exactly torch's ``state_dict`` keys, shapes and parameter count.
 
 Nothing big is allocated: torch models are built on the ``meta`` device and jaxcnn models
-with ``nnx.eval_shape`` (shapes only), so even VGG-19 is cheap here.
+with ``jaxcnn.models.create_abstract`` (shapes only, nothing traced), so even VGG-19 is cheap here.
 """
 
 import pytest
@@ -14,38 +14,7 @@ import torch_ref.models
 from jaxcnn.convert import torch_shapes
 
 TORCH_NAMES = torch_ref.models.names()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _cheap_tracer_origin_messages():
-    """Make tracing deep models' initialisation linear instead of quadratic in their size.
-
-    Every ``rngs.params()`` call increments an RNG counter with ``count[...] += 1``, and
-    under tracing flax's ``Variable.set_value`` then probes ``getattr(value, 'sharding',
-    None)`` on the tracer; JAX answers with an AttributeError whose message walks the whole
-    program traced so far (``_origin_msg``). The message is discarded, but building it
-    makes ``nnx.eval_shape`` of densenet201 take ~11 s instead of ~1 s. Only that message
-    text is stubbed out here, for this module's tests.
-    """
-    try:
-        from jax._src.interpreters.partial_eval import DynamicJaxprTracer
-    except ImportError:  # JAX internals moved: run at the normal speed
-        yield
-        return
-    original = DynamicJaxprTracer.__dict__.get("_origin_msg")
-    if original is None:
-        yield
-        return
-    DynamicJaxprTracer._origin_msg = lambda self: ""
-    try:
-        yield
-    finally:
-        DynamicJaxprTracer._origin_msg = original
-
-
-def abstract_model(name: str, **options):
-    """The jaxcnn model ``name`` with shapes but no allocated values."""
-    return nnx.eval_shape(lambda: jaxcnn.models.create(name, rngs=nnx.Rngs(0), **options))
+abstract_model = jaxcnn.models.create_abstract  # the model with shapes but no allocated values
 
 
 def meta_torch_model(name: str, **options):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
+import jax
 from flax import nnx
 
 _CONSTRUCTORS: dict[str, Callable[..., nnx.Module]] = {}
@@ -84,8 +85,6 @@ def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs
     :func:`jaxcnn.convert.load_torch_checkpoint` (or use ``create(name, weights=path)``),
     or read its shapes (``jaxcnn summary``, :func:`jaxcnn.convert.torch_shapes`).
     """
-    import jax
-
     from jaxcnn.nn import init
 
     with init.shapes_only():
