@@ -73,7 +73,11 @@ def create(
         if isinstance(weights, Mapping):
             return load_torch_state_dict(model, weights)
         return load_torch_checkpoint(model, weights)
-    return _CONSTRUCTORS[name](rngs=rngs if rngs is not None else nnx.Rngs(seed), **options)
+    from jaxcnn.nn import init
+
+    with init.on_host():  # every initial value stays in numpy until the model is complete,
+        model = _CONSTRUCTORS[name](rngs=rngs if rngs is not None else nnx.Rngs(seed), **options)
+    return init.move_to_device(model)  # then all go to the device in one transfer
 
 
 def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None = None, seed: int = 0, **options) -> nnx.Module:
@@ -81,7 +85,8 @@ def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs
 
     What ``nnx.eval_shape(lambda: create(name, ...))`` gives, built without tracing
     (:func:`jaxcnn.nn.init.shapes_only`), in a fraction of the time; its RNG streams (e.g.
-    Dropout's) are concrete, as in :func:`create`. Fill it from a file with
+    Dropout's) are concrete, seeded by ``rngs``/``seed`` (not advanced by initialisers,
+    which draw nothing here). Fill it from a file with
     :func:`jaxcnn.convert.load_torch_checkpoint` (or use ``create(name, weights=path)``),
     or read its shapes (``jaxcnn summary``, :func:`jaxcnn.convert.torch_shapes`).
     """

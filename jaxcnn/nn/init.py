@@ -79,16 +79,42 @@ _SHAPES_ONLY = contextvars.ContextVar("jaxcnn_init_shapes_only", default=False)
 def shapes_only() -> Iterator[None]:
     """Inside the block, initialisers make ``jax.ShapeDtypeStruct`` values instead of arrays.
 
-    A model built inside it has every shape and dtype of an eager build, and its RNG streams
-    advance exactly as there, but its initialised variables hold no memory: what
-    ``nnx.eval_shape`` gives, without tracing the constructor (which costs seconds for a
-    DenseNet). For models whose weights come from a file (``jaxcnn.models.create_abstract``).
+    A model built inside it has every shape and dtype of an eager build, but its initialised
+    variables hold no memory and no key is drawn: what ``nnx.eval_shape`` gives, without
+    tracing the constructor (which costs seconds for a DenseNet). For models whose weights come
+    from a file (``jaxcnn.models.create_abstract``).
     """
     token = _SHAPES_ONLY.set(True)
     try:
         yield
     finally:
         _SHAPES_ONLY.reset(token)
+
+
+_ON_HOST = contextvars.ContextVar("jaxcnn_init_on_host", default=False)
+
+
+@contextlib.contextmanager
+def on_host() -> Iterator[None]:
+    """Inside the block, initialisers leave their values in numpy arrays; :func:`move_to_device`
+    then transfers a whole model in one batch (``jaxcnn.models.create`` does both)."""
+    token = _ON_HOST.set(True)
+    try:
+        yield
+    finally:
+        _ON_HOST.reset(token)
+
+
+def move_to_device(module: nnx.Module) -> nnx.Module:
+    """Transfer every numpy-valued variable of ``module`` to the device, in one batched ``jax.device_put``."""
+    variables = [variable for _, variable in nnx.to_flat_state(nnx.state(module)) if isinstance(variable.get_value(), np.ndarray)]
+    for variable, value in zip(variables, jax.device_put([variable.get_value() for variable in variables])):
+        variable.set_value(value)
+    return module
+
+
+def _finish(value: np.ndarray):
+    return value if _ON_HOST.get() else to_device(value)
 
 
 def _is_traced(value) -> bool:
@@ -104,16 +130,17 @@ def draw(rngs: nnx.Rngs, shape: tuple[int, ...], sample: Callable[[np.random.Gen
     """``sample(generator, shape)`` with a numpy generator seeded by the next ``rngs.params()`` key.
 
     The one place random initial values are made (see the module docstring). Returns a JAX
-    array of ``shape`` and ``dtype`` (a ``jax.ShapeDtypeStruct`` inside :func:`shapes_only`).
+    array of ``shape`` and ``dtype`` (a numpy array inside :func:`on_host`, a
+    ``jax.ShapeDtypeStruct`` inside :func:`shapes_only`).
     """
     shape, dtype = tuple(shape), np.dtype(dtype)
-    words = jax.random.key_data(rngs.params())
     if _SHAPES_ONLY.get():
         return jax.ShapeDtypeStruct(shape, dtype)
+    words = jax.random.key_data(rngs.params())
     if _is_traced(words):
         host = functools.partial(_call_sample_on_host, shape=shape, dtype=dtype, sample=sample)
         return jax.pure_callback(host, jax.ShapeDtypeStruct(shape, dtype), words, vmap_method="sequential")
-    return to_device(_sample_on_host(np.asarray(words), shape, dtype, sample))
+    return _finish(_sample_on_host(np.asarray(words), shape, dtype, sample))
 
 
 def _call_sample_on_host(key_words, *, shape, dtype, sample):
@@ -132,7 +159,7 @@ def full(shape: tuple[int, ...], value: float, dtype=jnp.float32) -> jax.Array:
     """
     if _SHAPES_ONLY.get():
         return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
-    return to_device(np.full(tuple(shape), value, dtype=np.dtype(dtype)))
+    return _finish(np.full(tuple(shape), value, dtype=np.dtype(dtype)))
 
 
 def uniform(rngs: nnx.Rngs, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype=jnp.float32) -> jax.Array:
