@@ -60,7 +60,7 @@ def on_all_devices(train_step: Callable, eval_step: Callable, state: Any) -> tup
 def jax_setup(cfg: ModelConfig, x_np: np.ndarray, y_np: np.ndarray, mode: Mode) -> dict[str, Any]:
     """Compile ``mode``'s train/eval steps for ``cfg``'s model on the batch ``(x_np, y_np)``.
 
-    Returns ``{"train", "eval", "sync", "trace_s", "compile_s", "flops_per_step", "lowered_text"}``:
+    Returns ``{"train", "eval", "sync", "trace_s", "compile_s", "flops_per_step", "lowered_text", "model"}``:
     ``train``/``eval`` dispatch one step, ``sync`` waits for the state and metrics of every
     dispatched step; ``trace_s`` is trace + lower, ``compile_s`` XLA's compile of the train step.
     """
@@ -115,13 +115,14 @@ def jax_setup(cfg: ModelConfig, x_np: np.ndarray, y_np: np.ndarray, mode: Mode) 
         "compile_s": t2 - t1,
         "flops_per_step": flops,
         "lowered_text": lowered.as_text,
+        "model": model,  # its arrays are the state's: usable until the first train step donates them
     }
 
 
-def summary_flops(cfg: ModelConfig, batch: int) -> float:
-    """The course formula: multiply-adds per image * 2 (FLOPs) * 3 (forward + backward) * batch."""
-    from jaxcnn import models
+def summary_flops(cfg: ModelConfig, batch: int, model: Any) -> float:
+    """The course formula: multiply-adds per image * 2 (FLOPs) * 3 (forward + backward) * batch.
+
+    ``model``: ``cfg``'s model (shapes only are used)."""
     from jaxcnn.summary import summarize
 
-    model = models.create(cfg.name, num_classes=NUM_CLASSES)
     return float(summarize(model, (1, *cfg.input_size)).total_mult_adds) * 2 * 3 * batch

@@ -161,15 +161,16 @@ def bench_model(
             record[f"{prefix}_trace_s"], record[f"{prefix}_compile_s"] = jx["trace_s"], jx["compile_s"]
         if not mode.data_parallel and "jax_flops_per_step_xla" not in record:
             record["jax_flops_per_step_xla"] = jx["flops_per_step"]
+            try:
+                record["flops_per_step_formula"] = summary_flops(cfg, batch, jx.pop("model"))
+            except Exception as exc:  # noqa: BLE001 - summary may not support every model
+                record["flops_per_step_formula"] = None
+                log(f"[{cfg.name}] summary flops unavailable: {exc}")
+        jx.pop("model", None)
         if mode.data_parallel:
             import jax
 
             record["jax_dp_devices"] = jax.local_device_count()
-    try:
-        record["flops_per_step_formula"] = summary_flops(cfg, batch)
-    except Exception as exc:  # noqa: BLE001 - summary may not support every model
-        record["flops_per_step_formula"] = None
-        log(f"[{cfg.name}] summary flops unavailable: {exc}")
     for name, mode in plan.items():
         if mode.framework != "torch":
             continue
