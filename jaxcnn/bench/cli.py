@@ -86,10 +86,12 @@ def _writer(path: str | None):
 
 
 def _pipeline(args: argparse.Namespace) -> dict[str, Any] | None:
+    import importlib
+
     try:
-        from jaxcnn.data import benchmark as data_benchmark
+        data_benchmark = importlib.import_module("jaxcnn.data.benchmark")
     except ModuleNotFoundError as exc:
-        if exc.name not in ("jaxcnn.data.benchmark", "jaxcnn.data"):
+        if exc.name != "jaxcnn.data.benchmark":
             raise
         print("jaxcnn bench --pipeline: this jaxcnn has no data pipeline benchmark (jaxcnn.data.benchmark)", file=sys.stderr)
         return None
