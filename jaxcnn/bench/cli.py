@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m jaxcnn.bench [options]`` (the options of ``jaxcnn bench``)."""
-    parser = argparse.ArgumentParser(prog="python -m jaxcnn.bench")
+    parser = argparse.ArgumentParser(prog="jaxcnn")
     sub = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(sub)
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
