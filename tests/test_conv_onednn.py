@@ -32,6 +32,11 @@ from jaxcnn.nn.native.onednn_conv import (
 
 LINUX_X86 = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 
+# Every case here runs or selects oneDNN's XLA:CPU kernels; where JAX computes elsewhere they skip.
+pytestmark = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason=f"oneDNN convolutions run on XLA:CPU only; JAX computes on {jax.default_backend()}"
+)
+
 
 def _targets(fn, *args) -> set[str]:
     """The FFI targets called in ``fn``'s jaxpr (including inside custom_vjp rules)."""
