@@ -507,9 +507,10 @@ def compare(
     for name, _ in torch_module.named_modules():
         if not name:
             continue
-        jax_name = map_name(name, key_map)
+        jax_name = map_name(name, key_map) or None  # mapped to "" or None: no counterpart of its own
         try:
-            get_submodule(jax_module, jax_name) if jax_name else None
+            if jax_name is not None:
+                get_submodule(jax_module, jax_name)
         except AttributeError:
             jax_name = None
         names_on_jax[name] = jax_name
