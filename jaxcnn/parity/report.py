@@ -282,8 +282,8 @@ class ParityReport:
         )
         return "\n".join(lines)
 
-    def rich_tables(self):
-        """The module and tensor tables as ``rich.table.Table`` objects."""
+    def rich_tables(self, *, failing_only: bool = False):
+        """The module and tensor tables as ``rich.table.Table`` objects (``failing_only``: rows over the tolerance)."""
         from rich.table import Table
 
         tables = []
@@ -298,18 +298,22 @@ class ParityReport:
                 table.add_column(column, overflow="fold")
             for row in rows:
                 ok = self.module_passed(row) if isinstance(row, ModuleRow) else self.tensor_passed(row)
+                if ok and failing_only:
+                    continue
                 cells = self._module_cells(row) if isinstance(row, ModuleRow) else self._tensor_cells(row)
                 table.add_row(*cells, style=None if ok else "bold red")
             tables.append(table)
         return tables
 
-    def print(self, console=None, *, modules: bool = True, tensors: bool = True) -> None:
-        """Print the summary and the tables to a ``rich`` console (stdout by default)."""
+    def print(self, console=None, *, failing_only: bool = False) -> None:
+        """Print the tables and the summary to a ``rich`` console (stdout by default)."""
         from rich.console import Console
 
-        console = console or Console()
-        for table in self.rich_tables():
-            if (table.title.startswith("modules") and modules) or (table.title == "tensors" and tensors):
+        import sys
+
+        console = console or Console(width=None if sys.stdout.isatty() else 200)
+        for table in self.rich_tables(failing_only=failing_only):
+            if table.row_count:
                 console.print(table)
         console.print(("[green]" if self.passed else "[bold red]") + self.summary())
         if not self.passed:
