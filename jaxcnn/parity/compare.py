@@ -426,6 +426,8 @@ def compare(
     zero_grads: Iterable[str] = (),
     zero_grad_threshold: float | None = ZERO_GRADIENT,
     rtol64: float = RTOL64,
+    modules: Iterable[str] | None = None,
+    isolate: bool = True,
     jit: bool = True,
 ) -> ParityReport:
     """Compare a torch module with its jaxcnn twin, module by module; returns a :class:`ParityReport`.
@@ -437,7 +439,9 @@ def compare(
         ``nnx.eval_shape`` when ``weights="copy"``. With ``"copy"`` it receives torch's weights
         (strict, through :func:`jaxcnn.convert.load_torch_state_dict`); otherwise not modified.
       inputs: one batch, NCHW (a torch tensor or numpy array) or NHWC (a JAX array, or any
-        array with ``layout="NHWC"``). Inputs of other ranks are passed as they are.
+        array with ``layout="NHWC"``). Inputs of other ranks are passed as they are. Floating
+        inputs are compared in float32; float64 inputs run the whole comparison in float64
+        (both models cast, ``jax.enable_x64`` inside the call).
       labels: int class labels ``(N,)`` for ``mode="train"`` (default ``arange(N) % classes``).
       mode: ``"eval"`` or ``"train"`` (training-mode outputs, the loss
         :func:`jaxcnn.train.step.model_loss` and its torch twin, every parameter's gradient,
@@ -445,8 +449,8 @@ def compare(
       rtol: the tolerance: ``max|jax - torch| <= rtol * max|torch|`` (see :mod:`jaxcnn.parity.rule`).
       key_map: torch ``state_dict`` keys (and module names) -> jaxcnn paths: a callable (``None``
         drops a key) or ``(regex, replacement)`` pairs applied in order.
-      weights: ``"copy"`` (torch -> jaxcnn) or ``"check"`` (the twin is loaded already: every
-        tensor is compared and reported as a ``weight`` row).
+      weights: ``"copy"`` (torch -> jaxcnn), ``"check"`` (the twin is loaded already: every
+        tensor is compared and reported as a ``weight`` row) or ``"keep"`` (loaded, not checked).
       reference: ``"float64"``: also run everything with both sides in float64 and classify each
         float32 disagreement as ``"float32 rounding"`` (the float64 runs agree within ``rtol64``)
         or ``"semantic difference"`` (they do not).
@@ -457,25 +461,38 @@ def compare(
       aux_loss_weight: as in ``model_loss`` (auxiliary logits outputs, GoogLeNet).
       zero_grads, zero_grad_threshold: parameters whose exact gradient is zero (named, or below
         this fraction of the model's largest gradient) are judged on the model's gradient scale.
+      modules: the torch submodule names to record (default: every named submodule).
+      isolate: also run each recorded jaxcnn submodule on torch's input to it (``isolated``
+        errors and ``first_divergence`` need it; without it only ``accumulated`` is measured).
       jit: compile the jaxcnn end-to-end run (isolated module calls always run eagerly).
     """
+    x = _input_nchw(inputs, layout)
+    if x.dtype == np.float64:
+        with jax.enable_x64(True):
+            return _compare(torch_module, jax_module, x, np.float64, **{k: v for k, v in locals().items() if k not in ("torch_module", "jax_module", "inputs", "layout", "x")})
+    return _compare(torch_module, jax_module, x, np.float32, **{k: v for k, v in locals().items() if k not in ("torch_module", "jax_module", "inputs", "layout", "x")})
+
+
+def _compare(torch_module, jax_module, x, dtype, *, labels, mode, rtol, key_map, weights, reference, steps, optimizers,
+             aux_loss_weight, zero_grads, zero_grad_threshold, rtol64, modules, isolate, jit) -> ParityReport:  # fmt: skip
     import torch
 
     if mode not in ("eval", "train"):
         raise ValueError(f"mode must be 'eval' or 'train', not {mode!r}")
-    if weights not in ("copy", "check"):
-        raise ValueError(f"weights must be 'copy' or 'check', not {weights!r}")
+    if weights not in ("copy", "check", "keep"):
+        raise ValueError(f"weights must be 'copy', 'check' or 'keep', not {weights!r}")
     if reference not in (None, "float64"):
         raise ValueError(f"reference must be None or 'float64', not {reference!r}")
     if steps and mode != "train":
         mode = "train"
     train = mode == "train"
-    x = _input_nchw(inputs, layout)
+    if reference == "float64" and dtype == np.float64:
+        raise ValueError("reference='float64' compares a float32 run with a float64 one: give float32 inputs")
     if np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
+        x = x.astype(dtype)
     torch_module = copy.deepcopy(torch_module)
-    torch_module.float()
-    state_dict = map_keys(_torch_arrays(torch_module), key_map)
+    torch_module.to(dtype=torch.float64 if dtype == np.float64 else torch.float32)
+    state_dict = map_keys(_torch_arrays(torch_module), key_map) if weights != "keep" else {}
 
     report = ParityReport(
         torch_model=type(torch_module).__name__,
@@ -489,7 +506,7 @@ def compare(
     if weights == "copy":
         load_torch_state_dict(jax_module, state_dict)
         fill_abstract_rng_streams(jax_module)
-    else:
+    elif weights == "check":
         exported = to_torch_arrays(jax_module)
         for key in sorted(set(state_dict) | set(exported)):
             if key not in exported or key not in state_dict:
@@ -501,11 +518,14 @@ def compare(
             except ShapeMismatch as mismatch:
                 error, note = float("inf"), str(mismatch)
             report.tensors.append(TensorRow("weight", key, list(state_dict[key].shape), error, note=note))
-    jax_module = nnx.clone(jax_module)
+    if reference or dtype == np.float64:
+        jax_module = nnx.clone(jax_module)  # cast below: the caller's model stays as it is
+        _cast(jax_module, jnp.float64 if dtype == np.float64 else jnp.float32)
+    wanted = None if modules is None else set(modules)
 
     names_on_jax: dict[str, str | None] = {}
     for name, _ in torch_module.named_modules():
-        if not name:
+        if not name or (wanted is not None and name not in wanted):
             continue
         jax_name = map_name(name, key_map) or None  # mapped to "" or None: no counterpart of its own
         try:
@@ -519,6 +539,7 @@ def compare(
     run32, labels = _side_by_side(
         copy.deepcopy(torch_module) if reference else torch_module, nnx.clone(jax_module) if reference else jax_module, x, labels,
         train=train, names_on_jax=names_on_jax, aux_loss_weight=aux_loss_weight, jit=jit, key_map=key_map, steps=steps, optimizers=optimizers,
+        isolated=isolate,
     )  # fmt: skip
     run64 = None
     if reference == "float64":
@@ -528,6 +549,7 @@ def compare(
             run64, _ = _side_by_side(
                 torch64, jax_module, x.astype(np.float64) if np.issubdtype(x.dtype, np.floating) else x, labels,
                 train=train, names_on_jax=names_on_jax, aux_loss_weight=aux_loss_weight, jit=jit, key_map=key_map, steps=steps, optimizers=optimizers,
+                isolated=isolate,
             )  # fmt: skip
     report.labels = [int(v) for v in np.asarray(labels).reshape(-1)] if train else None
     report.error = run32.jax_error
