@@ -54,12 +54,20 @@ def _parity(args: argparse.Namespace) -> int:
     import jax
     import torch
 
+    # Full float32 matmuls on both sides while the command runs (TF32 would break 1e-5 on a GPU).
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with jax.default_matmul_precision("highest"):
+            return _compare_command(args, torch)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _compare_command(args, torch) -> int:
     from jaxcnn.parity.compare import compare
     from jaxcnn.parity.zoo import write_zoo_table, zoo_input, zoo_pair
 
-    # This command owns its process: full float32 matmuls on both sides (TF32 would break 1e-5 on a GPU).
-    jax.config.update("jax_default_matmul_precision", "highest")
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     if args.zoo:
         import jaxcnn.models
 
