@@ -150,17 +150,22 @@ class ParityReport:
         if module is not None and not self.module_passed(module):
             lines.append(
                 f"first divergence: {first} ({module.type}): isolated error {_fmt(module.isolated)} > rtol {self.rtol:g}"
-                f" (accumulated {_fmt(module.accumulated)})" + (f"; {module.note}" if module.note else "")
+                f" (accumulated {_fmt(module.accumulated) or 'not measured'})" + (f"; {module.note}" if module.note else "")
                 + (f"; {module.verdict}" if module.verdict else "")
             )
         else:
             lines.append(f"first divergence: {first}")
+        if first == ROOT and module is not None and not self.module_passed(module):
+            lines.append(
+                "every submodule agrees in isolation: the difference is in the model's own forward code "
+                "(functional calls between submodules: a flatten order, an activation, a residual sum)"
+            )
         if self.error:
             lines.append(f"the jaxcnn model raised end to end: {self.error}")
         lines += self.notes
         bad = sorted((row for row in self.tensors if not self.tensor_passed(row)), key=lambda row: -row.error)
         for row in bad[:5]:
-            lines.append(f"{row.kind} {row.name}: error {_fmt(row.error)}" + (f" ({row.note})" if row.note else "") + (f"; {row.verdict}" if row.verdict else ""))
+            lines.append(f"{row.name if row.name.startswith(row.kind) else row.kind + ' ' + row.name}: error {_fmt(row.error)}" + (f" ({row.note})" if row.note else "") + (f"; {row.verdict}" if row.verdict else ""))
         if len(bad) > 5:
             lines.append(f"... and {len(bad) - 5} more tensors")
         return "\n".join(lines)
