@@ -22,7 +22,7 @@ import jaxcnn.models
 import torch_ref.models
 from jaxcnn import parity
 from jaxcnn.convert import load_torch_state_dict, to_torch_arrays, torch_shapes, torch_variables
-from jaxcnn.parity import RTOL, as_list, nchw, relative_error, set_mode, to_numpy  # noqa: F401  (re-exported for the tests)
+from jaxcnn.parity import RTOL, as_list, nchw, set_mode  # noqa: F401  (nchw, set_mode: used by the tests)
 from jaxcnn.parity.zoo import randomize_batchnorm
 
 outputs_as_list = as_list

@@ -219,7 +219,8 @@ def _run_torch(run: _Run, torch_module, x: np.ndarray, labels, names: Sequence[s
     finally:
         for handle in handles:
             handle.remove()
-    run.torch_stats = {k: v for k, v in _torch_arrays(torch_module).items() if k not in dict(torch_module.named_parameters())}
+    parameters = {key for key, _ in torch_module.named_parameters()}
+    run.torch_stats = {key: value for key, value in _torch_arrays(torch_module).items() if key not in parameters}
     return np.asarray(labels)
 
 
@@ -616,7 +617,7 @@ def _fill_modules(report: ParityReport, run32: _Run, run64: _Run | None, types: 
     report.modules = rows
 
 
-def _tensor_rows(kind, actual: Mapping, expected: Mapping, shapes_from: Mapping) -> list[TensorRow]:
+def _tensor_rows(kind, actual: Mapping, expected: Mapping) -> list[TensorRow]:
     rows = []
     for key in expected:
         if key not in actual:
@@ -638,9 +639,9 @@ def _fill_tensors(report, run32: _Run, run64: _Run | None, train, zero_grads, ze
     rows: list[TensorRow] = []
     if run32.jax_error is None:
         for index, expected in enumerate(run32.torch_outputs):
-            rows += _tensor_rows("output", {f"output {index}": run32.jax_outputs[index]} if index < len(run32.jax_outputs) else {}, {f"output {index}": expected}, {})
+            rows += _tensor_rows("output", {f"output {index}": run32.jax_outputs[index]} if index < len(run32.jax_outputs) else {}, {f"output {index}": expected})
         if train:
-            rows += _tensor_rows("loss", {"loss": run32.jax_loss}, {"loss": run32.torch_loss}, {})
+            rows += _tensor_rows("loss", {"loss": run32.jax_loss}, {"loss": run32.torch_loss})
             grads = gradient_errors(run32.jax_grads, run32.torch_grads, zero_grads=zero_grads, zero_grad_threshold=zero_grad_threshold) if set(run32.torch_grads) <= set(run32.jax_grads) else None
             for key, value in run32.torch_grads.items():
                 if grads is None or key not in grads.judged:
@@ -650,9 +651,9 @@ def _fill_tensors(report, run32: _Run, run64: _Run | None, train, zero_grads, ze
                     TensorRow("gradient", key, list(value.shape), grads.judged[key], own_scale=grads.own_scale[key],
                               model_scale=grads.model_scale[key], note="zero in theory: judged on the model's gradient scale" if key in grads.zero_in_theory else "")
                 )  # fmt: skip
-            rows += _tensor_rows("statistic", run32.jax_stats, run32.torch_stats, {})
+            rows += _tensor_rows("statistic", run32.jax_stats, run32.torch_stats)
     if run32.torch_after:
-        rows += _tensor_rows(f"after {report.steps} steps", run32.jax_after, run32.torch_after, {})
+        rows += _tensor_rows(f"after {report.steps} steps", run32.jax_after, run32.torch_after)
     if run64 is not None:
         grads64 = {}
         if train and run64.jax_error is None and run64.torch_grads:

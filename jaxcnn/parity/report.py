@@ -325,9 +325,11 @@ class ParityReport:
             console.print(self.failure_message(), markup=False)
 
     def __str__(self) -> str:
+        import io
+
         from rich.console import Console
 
-        console = Console(width=160, record=True, file=open("/dev/null", "w"), color_system=None)  # noqa: SIM115
+        console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
         self.print(console)
         return console.export_text()
 
