@@ -15,19 +15,8 @@ semantic difference. The one comparison rule is :mod:`jaxcnn.parity.rule`. torch
 only when a comparison runs. See ``docs/parity.md``.
 """
 
-from jaxcnn.parity.compare import (
-    FAST_COMPILE,
-    RTOL64,
-    ZERO_GRADIENT,
-    as_list,
-    assert_parity,
-    compare,
-    fill_abstract_rng_streams,
-    map_keys,
-    nchw,
-    nhwc,
-    set_mode,
-)
+from jaxcnn.parity.compare import RTOL64, ZERO_GRADIENT, assert_parity, compare
+from jaxcnn.parity.runs import FAST_COMPILE, as_list, fill_abstract_rng_streams, map_keys, nchw, nhwc, set_mode
 from jaxcnn.parity.report import ROOT, SCHEMA, SCHEMA_ID, ModuleRow, ParityReport, TensorRow
 from jaxcnn.parity.rule import RTOL, GradientErrors, ShapeMismatch, assert_close, difference, gradient_errors, relative_error, to_numpy
 
