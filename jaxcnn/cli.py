@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxcnn.bench import add_bench_parser
 
     add_bench_parser(subparsers)
+    from jaxcnn.parity.cli import add_parity_parser
+
+    add_parity_parser(subparsers)
     return parser
 
 

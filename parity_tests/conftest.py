@@ -13,11 +13,12 @@ Layout conventions
   permutation that turns its JAX layout into torch's (conv HWIO -> OIHW is ``(3, 2, 0, 1)``,
   Linear ``(in, out) -> (out, in)`` is ``(1, 0)``). Variables without it (biases,
   BatchNorm statistics) have the same layout in both frameworks.
-* NNX state paths joined with ``.`` are torch ``state_dict`` keys, so
-  ``copy_torch_state_to_nnx`` / ``nnx_state_dict`` move whole models across.
+* NNX state paths joined with ``.`` are torch ``state_dict`` keys, so ``jaxcnn.convert``
+  (``load_torch_state_dict``, ``to_torch_state_dict``, ``torch_variables``) moves whole models
+  across; these helpers use it and do not re-implement it.
 
-Comparison rule (``assert_close``)
-----------------------------------
+Comparison rule (``assert_close``: :func:`jaxcnn.parity.assert_close`, the project's one rule)
+----------------------------------------------------------------------------------------------
 ``max|actual - expected| <= rtol * max(max|expected|, min_scale)``, i.e. the largest
 absolute error must be within ``rtol`` of the *largest magnitude of the reference tensor*
 (the torch value). ``min_scale`` (default ``1e-6``) only matters when the reference is
@@ -26,15 +27,15 @@ scale with the magnitude of the values summed, not with each individual element,
 per-element relative tolerances would be meaningless for entries near zero, while a fixed
 absolute floor of 1 (``max(1, max|b|)``) would let errors of 1e-5 pass in gradients whose
 entries are all ~1e-4. Shapes must match exactly; NaNs must occur at the same places;
-infinities must match exactly. The assertion message reports the max error, the bound,
-the reference scale and the worst element.
+infinities must match exactly. The assertion message reports the relative and max abs
+error, the reference scale and the worst element.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,10 @@ import pytest
 import torch
 from flax import nnx
 from hypothesis import HealthCheck, settings
+
+from jaxcnn import parity
+from jaxcnn.convert import load_torch_state_dict, torch_variables
+from jaxcnn.convert.mapping import torch_layout, torch_permutation
 
 DEFAULT_RTOL = 1e-5
 
@@ -152,21 +157,6 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def torch_to_jax(t, perm: Iterable[int] | None = None, dtype=None) -> jax.Array:
-    """Copy a torch tensor (or numpy array) to a jax array, optionally transposing by ``perm``.
-
-    ``perm`` is applied to the torch-layout array (``np.transpose(t, perm)``). To go from a
-    torch layout to jaxcnn's layout for a parameter with metadata ``torch_perm``, pass
-    ``inverse_perm(torch_perm)`` (or use ``torch_param_to_jax``).
-    """
-    array = to_numpy(t)
-    if perm is not None:
-        array = np.transpose(array, tuple(perm))
-    if dtype is not None:
-        array = array.astype(dtype)
-    return as_jax(array)
-
-
 def as_jax(x) -> jax.Array:
     """numpy / torch / jax value -> jax array without compiling anything (``device_put``)."""
     if isinstance(x, jax.Array):
@@ -174,114 +164,21 @@ def as_jax(x) -> jax.Array:
     return jax.device_put(np.array(to_numpy(x), order="C"))
 
 
-def jax_to_torch(a, perm: Iterable[int] | None = None, dtype=None) -> torch.Tensor:
-    """Copy a jax (or numpy) array to a torch tensor, optionally transposing by ``perm``."""
-    array = np.asarray(a)
-    if perm is not None:
-        array = np.transpose(array, tuple(perm))
-    tensor = torch.from_numpy(np.array(array, order="C"))
-    return tensor if dtype is None else tensor.to(dtype)
-
-
-def inverse_perm(perm: Iterable[int]) -> tuple[int, ...]:
-    """Inverse permutation: ``x.transpose(perm).transpose(inverse_perm(perm)) == x``."""
-    return tuple(int(i) for i in np.argsort(tuple(perm)))
-
-
-def torch_perm_of(variable: nnx.Variable) -> tuple[int, ...] | None:
-    """The ``torch_perm`` metadata of an NNX variable (None: same layout as torch)."""
-    return variable.get_metadata().get("torch_perm")
-
-
-def jax_param_to_torch_layout(variable_or_array, torch_perm: Iterable[int] | None = None) -> np.ndarray:
-    """A jaxcnn parameter value (or gradient) as a numpy array in torch's layout.
-
-    Pass an ``nnx.Variable`` (its ``torch_perm`` metadata is used) or an array with an
-    explicit ``torch_perm``.
-    """
-    if isinstance(variable_or_array, nnx.Variable):
-        torch_perm = torch_perm_of(variable_or_array)
-        variable_or_array = variable_or_array.get_value()
-    array = np.asarray(variable_or_array)
-    return array if torch_perm is None else np.transpose(array, tuple(torch_perm))
-
-
-def torch_param_to_jax(tensor, variable: nnx.Variable) -> jax.Array:
-    """A torch parameter/buffer as a jax array in ``variable``'s layout and dtype."""
-    perm = torch_perm_of(variable)
-    target = variable.get_value()
-    return torch_to_jax(tensor, None if perm is None else inverse_perm(perm), dtype=target.dtype)
-
-
 # --------------------------------------------------------------------------------------
 # Whole-model state transfer
 # --------------------------------------------------------------------------------------
 
 
-def nnx_flat_variables(model: nnx.Module, *filters) -> dict[str, nnx.Variable]:
-    """``{'features.0.weight': variable, ...}``: NNX variables keyed like torch's ``state_dict``.
-
-    ``filters`` (e.g. ``nnx.Param``) restrict the variable types, as in ``nnx.state``.
-    RNG streams (``Dropout``'s key counters) are excluded: torch has no equivalent.
-    """
-    state = nnx.state(model, *filters) if filters else nnx.state(model)
-    out = {}
-    for path, variable in nnx.to_flat_state(state):
-        if isinstance(variable, nnx.RngState):
-            continue
-        out[".".join(str(part) for part in path)] = variable
-    return out
-
-
 def abstract_module(factory: Callable[[], nnx.Module]) -> nnx.Module:
     """Build ``factory()`` without running its initialisers (``nnx.eval_shape``).
 
-    Every variable then holds a ``jax.ShapeDtypeStruct`` until ``copy_torch_state_to_nnx``
-    fills it with torch's values. Use it whenever the weights come from torch anyway:
+    Every variable then holds a ``jax.ShapeDtypeStruct`` until
+    ``jaxcnn.convert.load_torch_state_dict`` fills it with torch's values. Use it whenever the weights come from torch anyway:
     jaxcnn's random init compiles a JAX program per parameter shape, which costs seconds
     of CPU per layer. Don't use it for models with ``Dropout(rngs=...)`` that must run in
     training mode (their RNG state would stay abstract: torch has nothing to copy there).
     """
     return nnx.eval_shape(factory)
-
-
-def copy_torch_state_to_nnx(torch_module: torch.nn.Module, model: nnx.Module, strict: bool = True) -> None:
-    """Copy torch's ``state_dict`` (parameters and buffers) into the NNX model in place.
-
-    Weights are transposed with the inverse of their ``torch_perm``; dtypes follow the NNX
-    variables (torch's int64 ``num_batches_tracked`` becomes jaxcnn's int32). With
-    ``strict`` the key sets must be identical and every shape must match.
-    """
-    state_dict = torch_module.state_dict()
-    variables = nnx_flat_variables(model)
-    if strict:
-        missing = sorted(set(state_dict) - set(variables))
-        unexpected = sorted(set(variables) - set(state_dict))
-        assert not missing and not unexpected, f"state mismatch: only in torch {missing}, only in jaxcnn {unexpected}"
-    for key, variable in variables.items():
-        if key not in state_dict:
-            continue
-        value = torch_param_to_jax(state_dict[key], variable)
-        current = variable.get_value()
-        assert value.shape == current.shape, f"{key}: torch {tuple(state_dict[key].shape)} -> {value.shape}, jaxcnn has {current.shape}"
-        variable.set_value(value)
-    abstract = [key for key, v in variables.items() if isinstance(v.get_value(), jax.ShapeDtypeStruct)]
-    assert not abstract, f"variables left without values (built with abstract_module, not in torch's state_dict): {abstract}"
-
-
-def nnx_state_dict(model: nnx.Module) -> dict[str, torch.Tensor]:
-    """The NNX model's variables as a torch ``state_dict`` (torch layouts, float32 / int64)."""
-    out = {}
-    for key, variable in nnx_flat_variables(model).items():
-        array = jax_param_to_torch_layout(variable)
-        dtype = torch.int64 if np.issubdtype(array.dtype, np.integer) else None
-        out[key] = jax_to_torch(array, dtype=dtype)
-    return out
-
-
-def copy_nnx_state_to_torch(model: nnx.Module, torch_module: torch.nn.Module, strict: bool = True) -> None:
-    """Copy every NNX variable into the torch module (``load_state_dict``)."""
-    torch_module.load_state_dict(nnx_state_dict(model), strict=strict)
 
 
 # --------------------------------------------------------------------------------------
@@ -402,7 +299,7 @@ def nnx_forward_backward(model: nnx.Module, x, cotangent=None, *, train: bool | 
     (_, output), (param_state, input_grad) = step(model, x, ct)
     param_grads = {}
     for path, variable in nnx.to_flat_state(param_state):
-        param_grads[".".join(str(p) for p in path)] = jax_param_to_torch_layout(variable)
+        param_grads[".".join(str(p) for p in path)] = torch_layout(np.asarray(variable.get_value()), torch_permutation(variable))
     return np.asarray(output), np.asarray(input_grad), param_grads
 
 
@@ -411,50 +308,13 @@ def nnx_forward_backward(model: nnx.Module, x, cotangent=None, *, train: bool | 
 # --------------------------------------------------------------------------------------
 
 
-def max_abs_error(actual, expected) -> float:
-    """``max|actual - expected|`` over finite entries (0 for empty arrays)."""
-    a = np.asarray(to_numpy(actual), np.float64)
-    b = np.asarray(to_numpy(expected), np.float64)
-    finite = np.isfinite(a) & np.isfinite(b)
-    diff = np.abs(a - b)[finite]
-    return float(diff.max()) if diff.size else 0.0
-
-
 def assert_close(actual, expected, rtol: float = DEFAULT_RTOL, *, min_scale: float = 1e-6, name: str = "value") -> float:
-    """Assert ``max|actual - expected| <= rtol * max(max|expected|, min_scale)``.
+    """Assert ``max|actual - expected| <= rtol * max(max|expected|, min_scale)``: :func:`jaxcnn.parity.assert_close`.
 
     ``actual`` is the jaxcnn value, ``expected`` the torch reference (both in the *same*
-    layout: transpose first with ``to_nhwc`` / ``to_nchw``). Any array-likes are accepted;
-    comparison happens in float64. Shapes must be equal, NaNs must coincide and
-    infinities must be equal. Returns the max absolute error (useful for logging).
-    Raises ``AssertionError`` with the error, the bound and the worst element.
+    layout: transpose first with ``to_nhwc`` / ``to_nchw``). Returns the relative error.
     """
-    a = np.asarray(to_numpy(actual), np.float64)
-    b = np.asarray(to_numpy(expected), np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"{name}: shape mismatch, jaxcnn {a.shape} vs torch {b.shape}")
-    nan_a, nan_b = np.isnan(a), np.isnan(b)
-    if not np.array_equal(nan_a, nan_b):
-        raise AssertionError(f"{name}: NaN positions differ (jaxcnn {int(nan_a.sum())} NaNs, torch {int(nan_b.sum())})")
-    inf_a, inf_b = np.isinf(a), np.isinf(b)
-    if not np.array_equal(inf_a, inf_b) or not np.array_equal(a[inf_a], b[inf_b]):
-        raise AssertionError(f"{name}: infinities differ (jaxcnn {int(inf_a.sum())}, torch {int(inf_b.sum())})")
-    finite = np.isfinite(b)
-    if not finite.any():
-        return 0.0
-    scale = max(float(np.abs(b[finite]).max()), min_scale)
-    diff = np.where(finite, np.abs(a - b), 0.0)
-    error = float(diff.max())
-    bound = rtol * scale
-    if not error <= bound:
-        worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
-        bad = int((diff > bound).sum())
-        raise AssertionError(
-            f"{name}: max abs error {error:.3e} > {bound:.3e} (= rtol {rtol:g} * scale {scale:.3e}, "
-            f"scale = max|torch|); {bad}/{diff.size} elements out of bound; worst at index {worst}: "
-            f"jaxcnn {a[worst]!r} vs torch {b[worst]!r}"
-        )
-    return error
+    return parity.assert_close(actual, expected, rtol, min_scale=min_scale, name=name)
 
 
 def assert_equal(actual, expected, name: str = "value") -> None:
@@ -573,7 +433,7 @@ def check_module_parity(
     fwd = to_nhwc if transpose else (lambda v: v)
     back = to_nchw if transpose else (lambda v: v)
     if copy_weights:
-        copy_torch_state_to_nnx(torch_model, jax_model)
+        load_torch_state_dict(jax_model, torch_model.state_dict())
     out_shape = torch_model_output_shape(torch_model, x_torch_layout)
     cotangent = randn(rng, *out_shape)
     t_out, (t_gx,), t_grads = torch_forward_backward(torch_model, (x_torch_layout,), cotangent, module=torch_model)
@@ -606,10 +466,10 @@ def assert_state_close(jax_model: nnx.Module, torch_model: torch.nn.Module, rtol
     Integer entries (``num_batches_tracked``) must be exactly equal.
     """
     state_dict = torch_model.state_dict()
-    variables = nnx_flat_variables(jax_model)
+    variables = torch_variables(jax_model)
     assert set(state_dict) == set(variables), f"state keys differ: torch {sorted(state_dict)} vs jaxcnn {sorted(variables)}"
     for key, tensor in state_dict.items():
-        ours = jax_param_to_torch_layout(variables[key])
+        ours = torch_layout(np.asarray(variables[key].get_value()), torch_permutation(variables[key]))
         if not tensor.is_floating_point():
             assert_equal(ours, tensor, name=f"state[{key}]")
         else:

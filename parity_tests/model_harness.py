@@ -1,13 +1,15 @@
 """Model-level parity harness: torch_ref model -> convert -> jaxcnn model -> compare.
 
-Used by the ``test_models_*.py`` files. Every comparison is float32 on CPU and relative to
-the reference tensor's scale: ``max|jax - torch| <= rtol * max|torch|``.
+Used by the ``test_models_*.py`` files; built on :mod:`jaxcnn.parity` (its comparison rule,
+its side-by-side runs, its loss): ``check_eval`` and ``check_train_step`` are
+:func:`jaxcnn.parity.compare` with the tolerances of each test asserted on its report. Every
+comparison is float32 on CPU (float64 inside :func:`float64`) and relative to the reference
+tensor's scale: ``max|jax - torch| <= rtol * max|torch|``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterable, Sequence
 
 import jax
@@ -18,85 +20,18 @@ from flax import nnx
 
 import jaxcnn.models
 import torch_ref.models
-from jaxcnn import nn
+from jaxcnn import parity
 from jaxcnn.convert import load_torch_state_dict, to_torch_arrays, torch_shapes, torch_variables
-from jaxcnn.convert.mapping import torch_layout, torch_permutation
-from jaxcnn.intermediates import record_outputs
-from jaxcnn.nn import functional as F
+from jaxcnn.parity import RTOL, as_list, nchw, set_mode  # noqa: F401  (nchw, set_mode: used by the tests)
+from jaxcnn.parity.zoo import randomize_batchnorm
 
-RTOL = 1e-5
-
-
-def to_numpy(value) -> np.ndarray:
-    """A torch tensor or JAX array as a numpy array."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def nchw(value) -> np.ndarray:
-    """A JAX NHWC activation in torch's NCHW layout (other ranks unchanged)."""
-    array = to_numpy(value)
-    return array.transpose(0, 3, 1, 2) if array.ndim == 4 else array
-
-
-def max_abs_difference(actual, expected) -> tuple[float, float]:
-    """``(max|actual - expected|, max|expected|)`` of two same-shaped arrays."""
-    actual, expected = to_numpy(actual), to_numpy(expected)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"shape mismatch: jax {actual.shape} vs torch {expected.shape}")
-    if not expected.size:
-        return 0.0, 0.0
-    if actual.dtype == expected.dtype == np.float32:
-        # float32 pairs stay float32 (the rounding of their difference is 6e-8 of the error
-        # itself) and go through torch, whose strided kernels handle a transposed
-        # 100M-entry VGG gradient several times faster than numpy (and without float64 copies).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only views of JAX arrays; nothing is written
-            actual_t, expected_t = torch.from_numpy(actual), torch.from_numpy(expected)
-        return float((actual_t - expected_t).abs_().max()), float(expected_t.abs().max())
-    actual, expected = actual.astype(np.float64), expected.astype(np.float64)
-    return float(np.abs(actual - expected).max()), float(np.abs(expected).max())
-
-
-def relative_error(actual, expected) -> float:
-    """``max|actual - expected| / max|expected|`` (absolute error when ``expected`` is all zeros)."""
-    error, scale = max_abs_difference(actual, expected)
-    return error / scale if scale > 0 else error
+outputs_as_list = as_list
+randomize_torch_model = randomize_batchnorm
 
 
 def assert_close(actual, expected, rtol: float = RTOL, what: str = "") -> float:
-    """Assert :func:`relative_error` is within ``rtol``; returns the error."""
-    error = relative_error(actual, expected)
-    assert error <= rtol, f"{what}: relative error {error:.3g} > {rtol:.1g}"
-    return error
-
-
-def outputs_as_list(output) -> list:
-    """Model output(s) as a flat list: a tensor, a tuple/namedtuple of tensors."""
-    if isinstance(output, (tuple, list)):
-        return [item for item in output if item is not None]
-    return [output]
-
-
-def randomize_torch_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every BatchNorm random scale, bias, running mean/variance and batch count.
-
-    Weights keep their (torch default) random init; BatchNorm scales are never zero, so
-    ``zero_init_residual``-style zero scales cannot hide a branch.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                if module.affine:
-                    module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-                if module.track_running_stats:
-                    module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=generator) * 0.1)
-                    module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
-                    module.num_batches_tracked.fill_(int(torch.randint(1, 100, (1,), generator=generator)))
-    return model
+    """:func:`jaxcnn.parity.assert_close` (the one rule); returns the relative error."""
+    return parity.assert_close(actual, expected, rtol, name=what)
 
 
 @contextlib.contextmanager
@@ -126,21 +61,6 @@ def cheap_tracer_origin_messages():
         DynamicJaxprTracer._origin_msg = original
 
 
-def _fill_abstract_rng_streams(jax_model: nnx.Module, seed: int) -> None:
-    """Give RNG streams left abstract by ``nnx.eval_shape`` (e.g. Dropout's) concrete keys and counts.
-
-    torch has no counterpart to them, so the state dict never fills them; the harness keeps
-    Dropout off, so their values do not matter for the comparisons.
-    """
-    for _, variable in nnx.to_flat_state(nnx.state(jax_model, nnx.RngState)):
-        value = variable.get_value()
-        if isinstance(value, jax.ShapeDtypeStruct):
-            if isinstance(variable, nnx.RngKey):
-                variable.set_value(jax.random.split(jax.random.key(seed), value.shape) if value.shape else jax.random.key(seed))
-            else:
-                variable.set_value(jnp.zeros(value.shape, value.dtype))
-
-
 def make_pair(name: str, *, seed: int = 0, abstract_init: bool = False, **options):
     """A torch_ref model with randomised BatchNorm state and its jaxcnn twin loaded from it.
 
@@ -158,49 +78,10 @@ def make_pair(name: str, *, seed: int = 0, abstract_init: bool = False, **option
         jax_model = jaxcnn.models.create(name, rngs=nnx.Rngs(seed), **options)
     load_torch_state_dict(jax_model, torch_model.state_dict())  # the converter copies: no aliasing of torch buffers
     if abstract_init:
-        _fill_abstract_rng_streams(jax_model, seed)
+        parity.fill_abstract_rng_streams(jax_model, seed)
         abstract = [path for path, leaf in nnx.to_flat_state(nnx.state(jax_model)) if isinstance(leaf.get_value(), jax.ShapeDtypeStruct)]
         assert not abstract, f"abstract_init left state the torch state dict does not fill: {abstract}"
     return torch_model, jax_model
-
-
-def set_torch_mode(torch_model: torch.nn.Module, *, train: bool) -> None:
-    """Train or eval mode for a torch model, with Dropout kept off."""
-    torch_model.train(train)
-    for module in torch_model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.eval()
-
-
-def set_mode(torch_model: torch.nn.Module, jax_model: nnx.Module, *, train: bool) -> None:
-    """Train or eval mode on both sides; Dropout stays off so random masks cannot differ."""
-    set_torch_mode(torch_model, train=train)
-    jax_model.train() if train else jax_model.eval()
-    for _, module in nnx.iter_graph(jax_model):
-        if isinstance(module, nn.Dropout):
-            module.deterministic = True
-
-
-@contextlib.contextmanager
-def record_features(torch_model: torch.nn.Module, jax_model: nnx.Module, names: Iterable[str]):
-    """Record the outputs of the named submodules (e.g. ``layer1``) on both sides.
-
-    Yields ``(torch_records, jax_records)`` dicts filled by forwards run inside the block.
-    The JAX side must run eagerly (not under ``jit``).
-    """
-    torch_records = {}
-    handles = [
-        torch_model.get_submodule(name).register_forward_hook(
-            lambda module, inputs, output, name=name: torch_records.__setitem__(name, output)
-        )
-        for name in names
-    ]
-    try:
-        with record_outputs(jax_model, names) as jax_records:
-            yield torch_records, jax_records
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def torch_input(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
@@ -218,86 +99,24 @@ def logits_of(output):
     return outputs_as_list(output)[0]
 
 
-# XLA options for ``jit=True`` checks: a model is compiled once per check, and for deep
-# models XLA's CPU backend optimisations cost more than they save (they do not change the
-# float semantics; fast-math stays off).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _jit_forward_with_features(jax_model: nnx.Module, x: jax.Array, features: Sequence[str]):
-    """``(output, {feature name: output})`` of one jitted forward (the model state is not updated)."""
-    graphdef, state = nnx.split(jax_model)
-
-    def run(state, x):
-        model = nnx.merge(graphdef, state, copy=True)
-        with record_outputs(model, features) as records:
-            output = model(x)
-        return output, dict(records)
-
-    return jax.jit(run, compiler_options=FAST_COMPILE)(state, x)
-
-
 def check_eval(
     torch_model, jax_model, x: torch.Tensor, *, features: Sequence[str] = (), rtol: float = RTOL, jit: bool = False
 ) -> dict[str, float]:
-    """Eval-mode outputs and the named intermediate features agree; returns the errors.
-
-    ``jit=True`` runs the jaxcnn forward (features included) as one compiled function
-    instead of op by op: much faster for deep models, whose many distinct op shapes
-    each cost an eager compilation.
-    """
-    set_mode(torch_model, jax_model, train=False)
+    """Eval-mode outputs and the named intermediate features agree (accumulated: both models end
+    to end); returns the errors. ``jit=True`` compiles the jaxcnn forward as one function."""
+    report = parity.compare(torch_model, jax_model, x, weights="keep", modules=features, isolate=False, jit=jit)
+    assert report.error is None, report.error
     errors = {}
-    with record_features(torch_model, jax_model, features) as (torch_records, jax_records), torch.no_grad():
-        torch_out = outputs_as_list(torch_model(x))
-        if not jit:
-            jax_out = outputs_as_list(jax_model(jax_input(x)))
-    if jit:
-        jax_output, jax_records = _jit_forward_with_features(jax_model, jax_input(x), features)
-        jax_out = outputs_as_list(jax_output)
-    assert len(torch_out) == len(jax_out), f"{len(jax_out)} jax outputs vs {len(torch_out)} torch outputs"
-    for index, (expected, actual) in enumerate(zip(torch_out, jax_out)):
-        errors[f"eval output {index}"] = assert_close(nchw(actual), expected, rtol, f"eval output {index}")
+    for row in report.tensors:
+        if row.kind == "output":
+            index = int(row.name.split()[-1])
+            assert row.error <= rtol, f"eval output {index}: relative error {row.error:.3g} > {rtol:.1g} {row.note}"
+            errors[f"eval output {index}"] = row.error
     for name in features:
-        for index, (expected, actual) in enumerate(zip(outputs_as_list(torch_records[name]), outputs_as_list(jax_records[name]))):
-            errors[f"feature {name}[{index}]"] = assert_close(nchw(actual), expected, rtol, f"feature {name}")
+        row = report.row(name)
+        assert row.accumulated is not None and row.accumulated <= rtol, f"feature {name}: relative error {row.accumulated} > {rtol:.1g} {row.note}"
+        errors[f"feature {name}"] = row.accumulated
     return errors
-
-
-def cross_entropy_torch(output, labels, logits_outputs: int | None = None):
-    """Sum of the cross-entropies of a torch model's outputs (the first ``logits_outputs``); ``labels`` (N,)."""
-    return sum(torch.nn.functional.cross_entropy(o, labels) for o in outputs_as_list(output)[:logits_outputs])
-
-
-def cross_entropy_jax(output, labels, logits_outputs: int | None = None):
-    """:func:`cross_entropy_torch` for a jaxcnn model's outputs."""
-    return sum(F.cross_entropy(o, labels) for o in outputs_as_list(output)[:logits_outputs])
-
-
-def gradient_errors(
-    actual: dict, expected: dict, *, zero_grads: Iterable[str] = (), zero_grad_threshold: float | None = None
-) -> tuple[dict[str, tuple[float, bool]], float]:
-    """Compare two ``{state_dict key: gradient}`` dicts (torch layout; ``expected`` is the reference).
-
-    Returns ``({key: (error, zero_in_theory)}, model_scale_error)``. A parameter's error is
-    ``max|difference| / max|expected|`` on its own scale, except for those named in
-    ``zero_grads`` or, with ``zero_grad_threshold=t``, whose expected gradient is at most
-    ``t`` times the largest gradient of any parameter: their exact gradient is zero, both
-    sides hold rounding noise, and their error is measured against that largest gradient.
-    ``model_scale_error`` is the largest difference of any parameter over the largest gradient.
-    """
-    differences = {key: max_abs_difference(actual[key], value) for key, value in expected.items()}
-    grad_scale = max(scale for _, scale in differences.values())
-    zero_grads = set(zero_grads)
-    if zero_grad_threshold is not None:
-        zero_grads |= {key for key, (_, scale) in differences.items() if scale <= zero_grad_threshold * grad_scale}
-    per_parameter = {}
-    for key, (difference, own_scale) in differences.items():
-        zero_in_theory = key in zero_grads
-        scale = grad_scale if zero_in_theory else own_scale
-        per_parameter[key] = (difference / scale if scale > 0 else difference, zero_in_theory)
-    model_scale_error = max(difference for difference, _ in differences.values()) / grad_scale if grad_scale > 0 else 0.0
-    return per_parameter, model_scale_error
 
 
 def check_train_step(
@@ -311,74 +130,48 @@ def check_train_step(
     logits_outputs: int | None = None,
     zero_grads: Iterable[str] = (),
     zero_grad_threshold: float | None = None,
-    reference_gradients: dict | None = None,
     jit: bool = False,
 ) -> dict[str, float]:
-    """One training-mode forward/backward: outputs, cross-entropy gradients of every
-    parameter, and BatchNorm running statistics after the step agree.
+    """One training-mode forward/backward: outputs, the loss, every parameter's gradient, and
+    the BatchNorm running statistics after the step agree (``jaxcnn.parity.compare``, train mode).
 
-    The loss is the sum of the cross-entropies of the outputs; ``logits_outputs=k`` uses
-    only the first ``k`` (e.g. 1 for ``gap_vgg``'s ``(logits, features)``); all outputs
-    are still compared.
+    The loss is ``jaxcnn.train.step.model_loss`` (torch: its ``F.cross_entropy`` twin) of the
+    first output plus, with ``logits_outputs=None``, every further output of the logits' shape
+    (GoogLeNet's aux heads) at weight 1; ``logits_outputs=1`` scores the logits only (e.g.
+    ``gap_vgg``'s ``(logits, features)``); all outputs are still compared.
 
-    ``zero_grads`` names parameters whose exact gradient is zero, e.g. the bias of a conv
-    followed by a training-mode BatchNorm (the batch-mean subtraction cancels it): both
-    frameworks return rounding noise there, so their error is measured against the
-    largest gradient of any parameter instead of their own. ``zero_grad_threshold=t`` adds
-    every parameter whose torch gradient is at most ``t`` times that largest gradient (for
-    reports over many models, where nobody lists them by hand).
-
-    Besides the worst per-parameter error (``"gradients (worst parameter)"``) the result
-    holds ``"gradients (model scale)"``: the largest gradient difference of any parameter
-    over the largest gradient of any parameter. ``reference_gradients`` (``{state_dict key:
-    gradient}``, e.g. a float64 torch run of the same step) adds ``"gradients vs reference
-    (worst parameter)"``, jaxcnn's distance from them by the same rule; it is not asserted.
-
-    ``jit=True`` compiles the jaxcnn forward/backward as one function (see :func:`check_eval`)."""
-    set_mode(torch_model, jax_model, train=True)
-    torch_model.zero_grad()
-    torch_output = torch_model(x)
-    torch_loss = cross_entropy_torch(torch_output, labels, logits_outputs)
-    torch_loss.backward()
-
-    graphdef, params, rest = nnx.split(jax_model, nnx.Param, ...)
-    jax_labels = jnp.asarray(labels.numpy())
-
-    def loss_fn(params):
-        model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables: BatchNorm mutates its stats under the grad trace
-        output = model(jax_input(x))
-        return cross_entropy_jax(output, jax_labels, logits_outputs), (output, nnx.state(model, nnx.BatchStat))
-
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    if jit:
-        value_and_grad = jax.jit(value_and_grad, compiler_options=FAST_COMPILE)
-    (jax_loss, (jax_output, batch_stats)), grads = value_and_grad(params)
-    nnx.update(jax_model, batch_stats)
-
-    errors = {"loss": assert_close(jax_loss, torch_loss.detach(), rtol, "train loss")}
-    for index, (expected, actual) in enumerate(zip(outputs_as_list(torch_output), outputs_as_list(jax_output))):
-        errors[f"train output {index}"] = assert_close(nchw(actual), expected, rtol, f"train output {index}")
-    jax_grads = {".".join(map(str, path)): value for path, value in nnx.to_flat_state(grads)}
-    variables = torch_variables(jax_model)
-    actual = {key: torch_layout(np.asarray(jax_grads[key].get_value()), torch_permutation(variables[key])) for key in jax_grads}
-    expected = {key: parameter.grad for key, parameter in torch_model.named_parameters()}
-    per_parameter, model_scale_error = gradient_errors(actual, expected, zero_grads=zero_grads, zero_grad_threshold=zero_grad_threshold)
+    Gradients are judged by :func:`jaxcnn.parity.gradient_errors` at ``grad_rtol`` (default
+    ``rtol``): ``zero_grads`` names parameters whose exact gradient is zero (a conv bias before a
+    training-mode BatchNorm), judged on the model's largest gradient, as is every parameter whose
+    torch gradient is at most ``zero_grad_threshold`` times that. Float64 inputs (inside
+    :func:`float64`) run the whole step in float64. Neither model is changed.
+    """
+    aux_loss_weight = 1.0 if logits_outputs is None else 0.0
+    if logits_outputs not in (None, 1):
+        raise ValueError("logits_outputs: None (every logits-shaped output) or 1 (the first)")
+    report = parity.compare(
+        torch_model, jax_model, x, labels=labels, mode="train", weights="keep", modules=(), isolate=False, jit=jit,
+        aux_loss_weight=aux_loss_weight, zero_grads=zero_grads, zero_grad_threshold=zero_grad_threshold,
+    )  # fmt: skip
+    assert report.error is None, report.error
     limit = grad_rtol or rtol
-    for key, (error, zero_in_theory) in per_parameter.items():
-        what = "(exactly zero in theory): error {:.3g} of the largest gradient" if zero_in_theory else ": relative error {:.3g}"
-        assert error <= limit, f"gradient of {key} " + what.format(error) + f" > {limit:.1g}"
-    errors["gradients (worst parameter)"] = max(error for error, _ in per_parameter.values())
-    errors["gradients (model scale)"] = model_scale_error
-    if reference_gradients is not None:
-        per_parameter, _ = gradient_errors(actual, reference_gradients, zero_grads=zero_grads, zero_grad_threshold=zero_grad_threshold)
-        errors["gradients vs reference (worst parameter)"] = max(error for error, _ in per_parameter.values())
-    torch_state = torch_model.state_dict()
-    worst = 0.0
-    for key, variable in torch_variables(jax_model).items():
-        if isinstance(variable, nnx.BatchStat):  # running_mean / running_var / num_batches_tracked
-            value = np.asarray(variable.get_value())
-            worst = max(worst, assert_close(value, torch_state[key], rtol, f"batch statistic {key}"))
-    errors["batch statistics (worst)"] = worst
+    errors, gradients, statistics = {}, [], [0.0]
+    for row in report.tensors:
+        if row.kind == "gradient":
+            zero = "zero in theory" in row.note
+            what = "(exactly zero in theory): error {:.3g} of the largest gradient" if zero else ": relative error {:.3g}"
+            assert row.error <= limit, f"gradient of {row.name} " + what.format(row.error) + f" > {limit:.1g}"
+            gradients.append(row)
+            continue
+        name = {"output": f"train {row.name}", "loss": "train loss", "statistic": f"batch statistic {row.name}"}[row.kind]
+        assert row.error <= rtol, f"{name}: relative error {row.error:.3g} > {rtol:.1g} {row.note}"
+        if row.kind == "statistic":
+            statistics.append(row.error)
+        else:
+            errors["loss" if row.kind == "loss" else f"train output {row.name.split()[-1]}"] = row.error
+    errors["gradients (worst parameter)"] = max(row.error for row in gradients)
+    errors["gradients (model scale)"] = max(row.model_scale for row in gradients)
+    errors["batch statistics (worst)"] = max(statistics)
     return errors
 
 

@@ -36,8 +36,8 @@ from flax import nnx
 
 from jaxcnn.convert import load_torch_state_dict
 from jaxcnn.models.densenet import DenseNet, _DenseBlock, _DenseLayer, _Transition
+from jaxcnn.parity import fill_abstract_rng_streams
 from model_harness import (
-    _fill_abstract_rng_streams,
     cheap_tracer_origin_messages,
     check_eval,
     check_round_trip,
@@ -77,7 +77,7 @@ def _small_pair(seed: int = 0, jax_options: dict | None = None, **config):
     torch_model = randomize_torch_model(torchvision.models.DenseNet(**config), seed)
     jax_model = nnx.eval_shape(lambda: DenseNet(**config, **(jax_options or {}), rngs=nnx.Rngs(seed)))
     load_torch_state_dict(jax_model, {key: value.detach().clone() for key, value in torch_model.state_dict().items()})
-    _fill_abstract_rng_streams(jax_model, seed)  # drop_rate > 0: the layers' dropout key streams
+    fill_abstract_rng_streams(jax_model, seed)  # drop_rate > 0: the layers' dropout key streams
     return torch_model, jax_model
 
 

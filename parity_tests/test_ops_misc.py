@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as TF
 from flax import nnx
 
+from jaxcnn.convert import load_torch_state_dict, to_torch_state_dict, torch_variables
 import jaxcnn.nn as jnn
 from jaxcnn.nn import functional as F
 from jaxcnn.nn import init as jinit
@@ -29,12 +30,9 @@ from conftest import (
     assert_state_close,
     check_function_parity,
     check_module_parity,
-    copy_torch_state_to_nnx,
     default_init_bound,
     jax_forward_backward,
-    nnx_flat_variables,
     nnx_forward_backward,
-    nnx_state_dict,
     randn,
     to_nchw,
     to_nhwc,
@@ -381,14 +379,14 @@ def build_pair(seed=0):
 
 def test_sequential_state_paths_are_torch_state_dict_keys():
     jax_model, torch_model = build_pair()
-    copy_torch_state_to_nnx(torch_model, jax_model)
-    assert set(nnx_flat_variables(jax_model)) == set(torch_model.state_dict())
+    load_torch_state_dict(jax_model, torch_model.state_dict())
+    assert set(torch_variables(jax_model)) == set(torch_model.state_dict())
     assert "features.1.num_batches_tracked" in torch_model.state_dict()
-    params = nnx_flat_variables(jax_model, nnx.Param)
+    params = {key: v for key, v in torch_variables(jax_model).items() if isinstance(v, nnx.Param)}
     assert set(params) == {name for name, _ in torch_model.named_parameters()}
     # Round trip through torch's load_state_dict.
     _, fresh_torch = build_pair()
-    fresh_torch.load_state_dict(nnx_state_dict(jax_model))
+    fresh_torch.load_state_dict(to_torch_state_dict(jax_model))
     assert_state_close(jax_model, fresh_torch, 0.0)
 
 
@@ -419,9 +417,9 @@ def test_sequential_container_protocol(rng):
     assert_close(seq(as_jax(x)), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Sigmoid(), torch.nn.Tanh())(torch.from_numpy(x)))
     assert_close(jnn.Sequential()(as_jax(x)), torch.nn.Sequential()(torch.from_numpy(x)), 0.0)
     named = abstract_module(lambda: jnn.Sequential(OrderedDict(first=jnn.Linear(5, 3, rngs=nnx.Rngs(0)), act=jnn.ReLU())))
-    assert set(nnx_flat_variables(named)) == {"first.weight", "first.bias"}
+    assert set(torch_variables(named)) == {"first.weight", "first.bias"}
     torch_named = torch.nn.Sequential(OrderedDict(first=torch.nn.Linear(5, 3), act=torch.nn.ReLU()))
-    copy_torch_state_to_nnx(torch_named, named)
+    load_torch_state_dict(named, torch_named.state_dict())
     out, gx, grads = nnx_forward_backward(named, x)
     t_out, (t_gx,), t_grads = torch_forward_backward(torch_named, (x,), module=torch_named)
     assert_close(out, t_out)

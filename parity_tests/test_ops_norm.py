@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from jaxcnn.convert import torch_variables
 import jaxcnn.nn as jnn
 import jaxcnn.nn.functional as F
 
@@ -25,7 +26,6 @@ from conftest import (
     assert_state_close,
     check_module_parity,
     jax_forward_backward,
-    nnx_flat_variables,
     randn,
     to_nchw,
     to_nhwc,
@@ -189,7 +189,7 @@ def test_batchnorm1d_training_steps(rng, shape, momentum):
 def test_batchnorm_affine_false(rng, kind, shape):
     torch_bn, jax_bn = make_pair(kind, 3, rng, randomise=True, affine=False)
     assert jax_bn.weight is None and jax_bn.bias is None
-    assert set(nnx_flat_variables(jax_bn)) == set(torch_bn.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
+    assert set(torch_variables(jax_bn)) == set(torch_bn.state_dict()) == {"running_mean", "running_var", "num_batches_tracked"}
     run_steps(rng, torch_bn, jax_bn, shape, steps=2)
 
 
@@ -198,13 +198,13 @@ def test_batchnorm_affine_false(rng, kind, shape):
 def test_batchnorm_track_running_stats_false(rng, kind, shape, affine):
     """No running statistics: batch statistics in train *and* eval mode, no state."""
     torch_bn, jax_bn = make_pair(kind, 2, rng, randomise=True, affine=affine, track_running_stats=False)
-    assert set(nnx_flat_variables(jax_bn)) == set(torch_bn.state_dict())
+    assert set(torch_variables(jax_bn)) == set(torch_bn.state_dict())
     run_steps(rng, torch_bn, jax_bn, shape, steps=1)
 
 
 def test_batchnorm_state_dict_keys_and_dtypes():
     torch_bn, jax_bn = make_pair("BatchNorm2d", 3)
-    variables = nnx_flat_variables(jax_bn)
+    variables = torch_variables(jax_bn)
     assert set(variables) == set(torch_bn.state_dict())
     for key, tensor in torch_bn.state_dict().items():
         value = variables[key].get_value()

@@ -88,7 +88,7 @@ def model_loss(
     first output cast to float32, ``per_example`` (B,) their cross entropies.
     """
     logits, extras = split_outputs(model(images))
-    logits = logits.astype(jnp.float32)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     per_example = cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
     loss = jnp.mean(per_example)
     if aux_loss_weight:
