@@ -467,12 +467,22 @@ def test_negative_control_is_detected(case):
 # ``F64_RTOL_SGD`` (SGD, linear in the gradient) or ``F64_RTOL_ADAPTIVE`` (Adam/AdamW/RMSprop
 # divide by the gradient's running RMS, which magnifies the relative rounding of near-zero
 # gradient elements); ``num_batches_tracked`` and the step counter exactly. These are the issue's
-# acceptance bounds; with the logits cast to float32 before the loss (the step's old bug) the
-# same runs were 3e-8 (SGD) and 3e-4 (Adam) off.
+# acceptance bounds for resnet18; with the logits cast to float32 before the loss (the step's old
+# bug) the resnet18 runs were 3.3e-8 (SGD) and 2.9e-4 (Adam) off.
+#
+# The other families at their small test sizes are less well conditioned: BatchNorm over the
+# 16 values per channel of a 2x2 map at batch 4 (GoogLeNet's inception5 at 64x64, VGG's last
+# stage at 32x32) amplifies each step's 1e-15 differences, measured after three steps: GoogLeNet
+# SGD 2.0e-10 (2.0e-13 after one step), cifar_vgg11 AdamW 7.7e-9. The matrix therefore uses
+# ``F64_RTOL_FAMILY`` (SGD) and ``F64_RTOL_FAMILY_ADAPTIVE``, still far below the float32-sized
+# errors a float32 op anywhere in the step leaves (>= 3e-8 for SGD, 3e-4 for Adam).
 
 F64_STEPS = 3
 F64_RTOL_SGD = 1e-12
 F64_RTOL_ADAPTIVE = 1e-8
+F64_RTOL_FAMILY = 1e-9
+F64_RTOL_FAMILY_ADAPTIVE = 1e-7
+F64_STRICT = ("resnet18", "resnet18_64px", "mlp", "mnist_cnn")  # held to the acceptance bounds
 F64_OPTIMIZERS = ("sgd_nesterov_wd", "adam_l2", "adamw", "rmsprop_momentum_centered")
 
 
@@ -570,24 +580,29 @@ def float64_errors(model_key: str, opt_name: str, steps: int = F64_STEPS) -> dic
     assert {step_counter} == torch_steps == {steps}, (step_counter, torch_steps)
     expected = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
     assert sorted(ours) == sorted(expected)
-    params = buffers = 0.0
+    errors = {"params": 0.0, "batch_stats": 0.0, "worst": ""}
     for key, value in expected.items():
         if key.endswith("num_batches_tracked"):
             assert int(ours[key]) == int(value), key
             continue
         assert ours[key].dtype == np.float64 and value.dtype == np.float64, key
         error = float(np.abs(ours[key] - value).max() / (np.abs(value).max() or 1.0))
-        if "running" in key:
-            buffers = max(buffers, error)
-        else:
-            params = max(params, error)
-    return {"params": params, "batch_stats": buffers}
+        group = "batch_stats" if "running" in key else "params"
+        if error > errors[group]:
+            errors[group] = error
+            if error >= max(errors["params"], errors["batch_stats"]):
+                errors["worst"] = key
+    return errors
 
 
 def check_float64(model_key: str, opt_name: str) -> dict[str, float]:
     errors = float64_errors(model_key, opt_name)
     print(f"float64 {model_key} {opt_name}: {errors}")
-    limit = F64_RTOL_ADAPTIVE if is_adaptive(OPTIMIZERS[opt_name]) else F64_RTOL_SGD
+    adaptive = is_adaptive(OPTIMIZERS[opt_name])
+    if model_key in F64_STRICT:
+        limit = F64_RTOL_ADAPTIVE if adaptive else F64_RTOL_SGD
+    else:
+        limit = F64_RTOL_FAMILY_ADAPTIVE if adaptive else F64_RTOL_FAMILY
     assert errors["params"] <= limit and errors["batch_stats"] <= limit, errors
     return errors
 
@@ -599,9 +614,9 @@ def check_float64(model_key: str, opt_name: str) -> dict[str, float]:
 F64_DEFAULT = [("resnet18", "sgd_nesterov_wd"), ("mnist_cnn", "adam_l2"), ("mnist_cnn", "adamw"),
                ("mnist_cnn", "rmsprop_momentum_centered")]  # fmt: skip
 F64_SLOW = [
-    *[(model, opt) for model in F64_MODELS if model != "resnet18_64px" for opt in F64_OPTIMIZERS],
     ("resnet18_64px", "sgd_momentum_wd"),
     ("resnet18_64px", "adam_l2"),
+    *[(model, opt) for model in F64_MODELS if model != "resnet18_64px" for opt in F64_OPTIMIZERS],
 ]
 F64_SLOW = [case for case in F64_SLOW if case not in F64_DEFAULT]
 F64_CASES = [*F64_DEFAULT, *[pytest.param(*case, marks=pytest.mark.slow) for case in F64_SLOW]]
