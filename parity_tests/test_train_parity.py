@@ -58,6 +58,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,8 +74,8 @@ from jaxcnn import nn, optim
 from jaxcnn.convert import load_torch_state_dict, to_torch_arrays
 from jaxcnn.nn import functional as F
 from jaxcnn.optim import schedules as S
-from jaxcnn.train.state import create_train_state, state_to_model
-from jaxcnn.train.step import make_steps
+from jaxcnn.train.state import create_train_state, split_model, state_to_model
+from jaxcnn.train.step import make_steps, make_train_step
 
 STEPS = 24
 BATCH = 8
@@ -450,3 +451,177 @@ def test_negative_control_is_detected(case):
     else:
         assert errors["params"] > 10 * OUTLIER_RTOL, errors
         assert errors["fraction_above_rtol"] > 100 * OUTLIER_FRACTION, errors
+
+
+# ----------------------------------------------------------------------------------------
+# float64 through the product's step: one model of each family, every optimizer, three steps.
+# ----------------------------------------------------------------------------------------
+#
+# Both sides in float64 (``jax.enable_x64``, ``torch_model.double()``), the jaxcnn side through
+# ``create_train_state`` + ``make_train_step`` + ``jaxcnn.optim.create`` exactly as a user who
+# verifies a port runs it; torch's plain loop with ``F.cross_entropy`` (plus 0.3 times each
+# GoogLeNet auxiliary loss, the step's ``aux_loss_weight``). Dropout is off on both sides (its
+# masks cannot agree); BatchNorm state is randomised. In float64 the frameworks' different
+# summation orders leave ~1e-15 relative differences per op, so a semantic difference cannot hide
+# behind rounding: after three steps every parameter and BatchNorm buffer must agree to
+# ``F64_RTOL_SGD`` (SGD, linear in the gradient) or ``F64_RTOL_ADAPTIVE`` (Adam/AdamW/RMSprop
+# divide by the gradient's running RMS, which magnifies the relative rounding of near-zero
+# gradient elements); ``num_batches_tracked`` and the step counter exactly. These are the issue's
+# acceptance bounds for resnet18; with the logits cast to float32 before the loss (the step's old
+# bug) the issue's resnet18 runs were 3.3e-8 (SGD) and 2.9e-4 (Adam) off.
+#
+# The other families at their small test sizes are less well conditioned: BatchNorm over the
+# 16 values per channel of a 2x2 map at batch 4 (GoogLeNet's inception5 at 64x64, VGG's last
+# stage at 32x32) amplifies each step's 1e-15 differences, measured after three steps: GoogLeNet
+# SGD 2.0e-10 (2.0e-13 after one step), cifar_vgg11 AdamW 7.7e-9. The matrix therefore uses
+# ``F64_RTOL_FAMILY`` (SGD) and ``F64_RTOL_FAMILY_ADAPTIVE``, still far below the float32-sized
+# errors a float32 op anywhere in the step leaves (>= 3e-8 for SGD, 3e-4 for Adam).
+
+F64_STEPS = 3
+F64_RTOL_SGD = 1e-12
+F64_RTOL_ADAPTIVE = 1e-8
+F64_RTOL_FAMILY = 1e-9
+F64_RTOL_FAMILY_ADAPTIVE = 1e-7
+F64_STRICT = ("resnet18", "resnet18_64px", "mlp", "mnist_cnn")  # held to the acceptance bounds
+F64_OPTIMIZERS = ("sgd_nesterov_wd", "adam_l2", "adamw", "rmsprop_momentum_centered")
+
+
+@dataclass(frozen=True)
+class F64Case:
+    name: str  # registry name on both sides
+    input_chw: tuple[int, int, int]
+    batch: int
+    options: dict = field(default_factory=dict)  # constructor options on both sides
+    aux_loss_weight: float = 0.0
+
+
+F64_MODELS = {
+    "mlp": F64Case("mlp", (1, 28, 28), 8),
+    "mnist_cnn": F64Case("mnist_cnn", (1, 28, 28), 8),
+    "cifar_vgg11": F64Case("cifar_vgg11", (3, 32, 32), 4),  # VGG with BatchNorm
+    "googlenet": F64Case(
+        "googlenet", (3, 64, 64), 4,
+        {"num_classes": 10, "aux_logits": True, "init_weights": False, "dropout": 0.0, "dropout_aux": 0.0}, 0.3,
+    ),  # fmt: skip
+    # 48x48: layer4 works on 2x2 maps, 16 values per BatchNorm channel at batch 4 (at 32x32,
+    # 1x1 maps and 4 values per channel amplify rounding to ~6e-13 after three SGD steps).
+    "resnet18": F64Case("resnet18", (3, 48, 48), 4, {"num_classes": 10}),  # basic blocks
+    "resnet50": F64Case("resnet50", (3, 32, 32), 4, {"num_classes": 10}),  # bottlenecks
+    "densenet121": F64Case("densenet121", (3, 32, 32), 4, {"num_classes": 10}),
+    "se_resnet18": F64Case("se_resnet18", (3, 32, 32), 4, {"num_classes": 10}),
+    # The issue's setting: torchvision's resnet18 at batch 16, 64x64.
+    "resnet18_64px": F64Case("resnet18", (3, 64, 64), 16, {"num_classes": 10}),
+}
+
+
+def _no_dropout(model: nnx.Module) -> None:
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nn.Dropout):
+            node.deterministic = True
+
+
+def _float64_twin(case: F64Case, torch_state: dict[str, np.ndarray]) -> nnx.Module:
+    """The jaxcnn model in float64 with the torch weights (built under ``nnx.eval_shape``: shapes
+    only; RNG streams, which Dropout-free training does not use, get concrete zero keys)."""
+    model = nnx.eval_shape(lambda: jaxcnn.models.create(case.name, rngs=nnx.Rngs(0), **case.options))
+    as64 = lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float64) if jnp.issubdtype(s.dtype, jnp.floating) else s  # noqa: E731
+    nnx.update(model, jax.tree.map(as64, nnx.state(model)))
+    load_torch_state_dict(model, torch_state)  # converted in the model's dtype: float64
+    for _, variable in nnx.to_flat_state(nnx.state(model, nnx.RngState)):
+        value = variable.get_value()
+        if isinstance(value, jax.ShapeDtypeStruct):
+            is_key = isinstance(variable, nnx.RngKey)
+            variable.set_value(jax.random.key(0) if is_key else jnp.zeros(value.shape, value.dtype))
+    return model
+
+
+def _torch_loss(output, labels, aux_loss_weight: float):
+    if isinstance(output, tuple):  # GoogLeNet's (logits, aux_logits2, aux_logits1) in training mode
+        return TF.cross_entropy(output[0], labels) + sum(aux_loss_weight * TF.cross_entropy(o, labels) for o in output[1:])
+    return TF.cross_entropy(output, labels)
+
+
+def float64_errors(model_key: str, opt_name: str, steps: int = F64_STEPS) -> dict[str, float]:
+    """``steps`` float64 training steps on both sides from the same randomised weights; returns
+    the worst relative error of the parameters and of the BatchNorm buffers (each tensor against
+    its own scale) and asserts the counters equal."""
+    case, opt = F64_MODELS[model_key], OPTIMIZERS[opt_name]
+    torch.manual_seed(0)
+    torch_model = randomize_torch_model(torch_ref.models.create(case.name, **case.options), seed=1).double()
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((steps, case.batch, *case.input_chw))
+    labels = rng.integers(0, 10, size=(steps, case.batch))
+    with jax.enable_x64(True):
+        model = _float64_twin(case, {k: v.detach().numpy() for k, v in torch_model.state_dict().items()})
+        tx = opt.jax(None)
+        _, eval_graphdef, state = create_train_state(model, tx)
+        _no_dropout(model)  # create_train_state put the model in training mode, Dropout included
+        graphdef = split_model(model)[0]
+        train_step = make_train_step(graphdef, tx, aux_loss_weight=case.aux_loss_weight)
+        for step in range(steps):
+            state, metrics = train_step(state, jnp.asarray(images[step].transpose(0, 2, 3, 1)), jnp.asarray(labels[step], jnp.int32))
+        assert metrics["loss"].dtype == jnp.float64
+        floating = {x.dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)}
+        assert floating == {jnp.dtype(jnp.float64)}, floating
+        ours = dict(to_torch_arrays(state_to_model(eval_graphdef, state)))
+        step_counter = int(state.step)
+    with torch_threads(2):
+        torch_model.train()
+        for module in torch_model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.eval()
+        optimizer = opt.torch(torch_model.parameters())
+        for step in range(steps):
+            optimizer.zero_grad()
+            output = torch_model(torch.from_numpy(images[step]))
+            _torch_loss(output, torch.from_numpy(labels[step]), case.aux_loss_weight).backward()
+            optimizer.step()
+    torch_steps = {int(s["step"]) for s in optimizer.state.values() if "step" in s} or {steps}
+    assert {step_counter} == torch_steps == {steps}, (step_counter, torch_steps)
+    expected = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    assert sorted(ours) == sorted(expected)
+    errors = {"params": 0.0, "batch_stats": 0.0, "worst": ""}
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked"):
+            assert int(ours[key]) == int(value), key
+            continue
+        assert ours[key].dtype == np.float64 and value.dtype == np.float64, key
+        error = float(np.abs(ours[key] - value).max() / (np.abs(value).max() or 1.0))
+        group = "batch_stats" if "running" in key else "params"
+        if error > errors[group]:
+            errors[group] = error
+            if error >= max(errors["params"], errors["batch_stats"]):
+                errors["worst"] = key
+    return errors
+
+
+def check_float64(model_key: str, opt_name: str) -> dict[str, float]:
+    errors = float64_errors(model_key, opt_name)
+    print(f"float64 {model_key} {opt_name}: {errors}")
+    adaptive = is_adaptive(OPTIMIZERS[opt_name])
+    if model_key in F64_STRICT:
+        limit = F64_RTOL_ADAPTIVE if adaptive else F64_RTOL_SGD
+    else:
+        limit = F64_RTOL_FAMILY_ADAPTIVE if adaptive else F64_RTOL_FAMILY
+    assert errors["params"] <= limit and errors["batch_stats"] <= limit, errors
+    return errors
+
+
+# Default run: the basic-block ResNet with SGD at a small input and every other optimizer on
+# mnist_cnn (cheap to compile); the family x optimizer matrix and the issue's resnet18 setting
+# only with --runslow (a float64 ResNet train step compiles in ~30 s on 2 loaded cores, and torch
+# needs ~20 s for its three float64 steps).
+F64_DEFAULT = [("resnet18", "sgd_nesterov_wd"), ("mnist_cnn", "adam_l2"), ("mnist_cnn", "adamw"),
+               ("mnist_cnn", "rmsprop_momentum_centered")]  # fmt: skip
+F64_SLOW = [
+    ("resnet18_64px", "sgd_momentum_wd"),
+    ("resnet18_64px", "adam_l2"),
+    *[(model, opt) for model in F64_MODELS if model != "resnet18_64px" for opt in F64_OPTIMIZERS],
+]
+F64_SLOW = [case for case in F64_SLOW if case not in F64_DEFAULT]
+F64_CASES = [*F64_DEFAULT, *[pytest.param(*case, marks=pytest.mark.slow) for case in F64_SLOW]]
+
+
+@pytest.mark.parametrize("model_key,opt_name", F64_CASES)
+def test_float64_train_step_matches_torch(model_key, opt_name):
+    check_float64(model_key, opt_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,3 +179,153 @@ def test_mnist_cnn_sgd_steps_match_torch():
     expected = torch_model.state_dict()
     for key, value in to_torch_state_dict(trained).items():
         np.testing.assert_allclose(value.numpy(), expected[key].numpy(), rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+# ----------------------------------------------------------------------------------------
+# Precision: matmul precision in the compiled steps, float64 that stays float64, autocast rules.
+# ----------------------------------------------------------------------------------------
+
+
+class ConvBNLinear(nnx.Module):
+    """conv(1->4, 3x3) -> BatchNorm -> ReLU -> linear; input (N, 8, 8, 1) NHWC."""
+
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.conv = nn.Conv2d(1, 4, 3, bias=False, rngs=rngs)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 6 * 6, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        return self.fc(h.reshape(h.shape[0], -1))
+
+
+def _precisions(hlo_text: str, op: str) -> list[str]:
+    """The operand precisions of every ``op`` (``dot_general``/``convolution``) in StableHLO text."""
+    found = []
+    for line in hlo_text.splitlines():
+        if f"stablehlo.{op}" in line:
+            found += re.findall(r"#stablehlo<precision (\w+)>", line)  # convolution
+            found += [p for pair in re.findall(r"precision = \[(\w+), (\w+)\]", line) for p in pair]  # dot_general
+    return found
+
+
+@pytest.mark.parametrize("precision,expected", [("default", "DEFAULT"), ("high", "HIGH"), ("highest", "HIGHEST")])
+def test_matmul_precision_reaches_every_conv_and_dot_of_both_steps(precision, expected):
+    from jaxcnn.nn.functional.onednn_conv import using_conv_backend
+
+    tx = jaxcnn.optim.create("sgd", lr=0.1)
+    graphdef, eval_graphdef, state = create_train_state(ConvBNLinear(rngs=nnx.Rngs(0)), tx)
+    steps = make_steps(graphdef, eval_graphdef, tx, matmul_precision=precision)
+    x, y = _batch(n=2)
+    with using_conv_backend("xla"):  # oneDNN's custom call has no precision config (CPU float32 is exact anyway)
+        texts = {"train": steps.train_step.lower(state, x, y).as_text(), "eval": steps.eval_step.lower(state, x, y).as_text()}
+    for name, text in texts.items():
+        for op, minimum in (("dot_general", 1 if name == "eval" else 3), ("convolution", 1 if name == "eval" else 2)):
+            found = _precisions(text, op)
+            # forward, and in training the input/weight gradients: all carry the setting
+            assert len(found) >= 2 * minimum and set(found) == {expected}, (name, op, found)
+
+
+def test_matmul_precision_is_validated():
+    tx = jaxcnn.optim.create("sgd", lr=0.1)
+    graphdef, _, _ = create_train_state(LinearNet(rngs=nnx.Rngs(0)), tx)
+    with pytest.raises(ValueError, match="matmul_precision"):
+        jaxcnn.train.make_train_step(graphdef, tx, matmul_precision="tf32")
+    with pytest.raises(ValueError, match="matmul_precision"):
+        jaxcnn.train.TrainConfig(matmul_precision="fastest")
+
+
+def _to_dtype(model: nnx.Module, dtype) -> nnx.Module:
+    state = nnx.state(model)
+    nnx.update(model, jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state))
+    return model
+
+
+def test_float64_step_computes_in_float64():
+    """A float64 model trains in float64: one plain SGD step equals ``params - lr * grad`` of
+    :func:`model_loss` in float64 to float64 rounding (a float32 cast of the logits, as the step
+    once did, is ~1e-8 off)."""
+    with jax.enable_x64(True):
+        model = _to_dtype(ConvBNLinear(rngs=nnx.Rngs(5)), jnp.float64)
+        tx = optax.sgd(0.5)
+        graphdef, eval_graphdef, state = create_train_state(model, tx)
+        x, y = _batch(n=6, seed=5)
+        x = x.astype(jnp.float64)
+        params, rest = jax.tree.map(jnp.copy, (state.params, state.rest))
+
+        def loss(p):
+            return jaxcnn.train.model_loss(nnx.merge(graphdef, p, rest, copy=True), x, y)[0]
+
+        expected_loss, grads = jax.value_and_grad(loss)(params)
+        steps = make_steps(graphdef, eval_graphdef, tx)
+        state, metrics = steps.train_step(state, x, y)
+        assert metrics["loss"].dtype == jnp.float64 and steps.eval_step(state, x, y)["loss"].dtype == jnp.float64
+        assert float(metrics["loss"]) == pytest.approx(float(expected_loss), rel=1e-15)
+        leaves = jax.tree.leaves(state.params) + [v for v in jax.tree.leaves(state.rest) if jnp.issubdtype(v.dtype, jnp.floating)]
+        assert {leaf.dtype for leaf in leaves} == {jnp.dtype(jnp.float64)}
+        expected = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+        for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
+            scale = float(jnp.max(jnp.abs(want)))
+            assert float(jnp.max(jnp.abs(got - want))) <= 1e-14 * scale
+
+
+def test_trainer_float64_needs_x64():
+    if jax.config.read("jax_enable_x64"):
+        pytest.skip("x64 is already on in this process")
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        jaxcnn.train.Trainer(dict(model="mlp", train_limit=32, eval_limit=16, progress=False, compute_dtype="float64"))
+
+
+def test_bfloat16_batchnorm_statistics_are_float32_of_the_bf16_conv():
+    """Autocast's rules: the conv runs in bfloat16, BatchNorm takes its statistics of that
+    output in float32 (float32 parameters) and the running statistics stay float32.
+
+    Images (integers in [-3, 3]) and weights (multiples of 1/8) are chosen so that the conv
+    output is exact in bfloat16; its float32 statistics then agree with float64 ones to float32
+    rounding, where statistics computed in bfloat16 are ~1e-3 off."""
+    rng = np.random.default_rng(6)
+    model = ConvBNLinear(rngs=nnx.Rngs(6))
+    model.conv.weight.set_value(jnp.asarray(rng.integers(-8, 9, (3, 3, 1, 4)) / 8, jnp.float32))
+    x = jnp.asarray(rng.integers(-3, 4, (16, 8, 8, 1)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 16), jnp.int32)
+    w = np.asarray(model.conv.weight.get_value(), np.float64)
+    mean0, var0 = (np.asarray(getattr(model.bn, k).get_value(), np.float64) for k in ("running_mean", "running_var"))
+    tx = optax.sgd(0.0)
+    graphdef, eval_graphdef, state = create_train_state(model, tx)
+    steps = make_steps(graphdef, eval_graphdef, tx, compute_dtype=jnp.bfloat16)
+    state, _ = steps.train_step(state, x, y)
+    xs = np.asarray(x, np.float64)
+    h = np.stack([np.einsum("nhwc,hwcd->nd", xs[:, i : i + 3, j : j + 3], w) for i in range(6) for j in range(6)], 1)
+    mean, var = h.mean((0, 1)), h.reshape(-1, 4).var(0, ddof=1)
+    assert state.rest["bn"]["running_var"].dtype == jnp.float32
+    np.testing.assert_allclose(state.rest["bn"]["running_mean"], 0.9 * mean0 + 0.1 * mean, rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(state.rest["bn"]["running_var"], 0.9 * var0 + 0.1 * var, rtol=2e-6)
+
+
+def test_cli_float64_run_trains_in_float64(tmp_path):
+    """``jaxcnn train --compute-dtype float64 --matmul-precision highest``: the program turns on
+    x64 (restored here afterwards), the Trainer keeps weights, statistics and optimizer state
+    (with a constant learning rate; jaxcnn's schedules are evaluated in float32) in float64,
+    and the run completes."""
+    import argparse
+
+    from jaxcnn.train.commands import add_train_parser, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    flags = ["train", "--model", "mlp", "--train-limit", "48", "--eval-limit", "16", "--batch-size", "16",
+             "--epochs", "1", "--no-progress", "--no-tensorboard", "--no-plots", "--out", str(tmp_path / "run"),
+             "--compute-dtype", "float64", "--matmul-precision", "highest", "--schedule", "constant"]  # fmt: skip
+    args = parser.parse_args(flags)
+    config = config_from_args(args)
+    assert (config.compute_dtype, config.matmul_precision) == ("float64", "highest")
+    before = jax.config.read("jax_enable_x64")
+    try:
+        assert args.func(args) == 0
+        trainer = jaxcnn.train.Trainer(config.replace(out=None))
+        floating = [x for x in jax.tree.leaves(trainer.state) if jnp.issubdtype(x.dtype, jnp.floating)]
+        assert {x.dtype for x in floating} == {jnp.dtype(jnp.float64)}
+        trainer.state, metrics = trainer.steps.train_step(trainer.state, *next(iter(trainer.train_loader.iter_epoch(0))))
+        assert metrics["loss"].dtype == jnp.float64
+    finally:
+        jax.config.update("jax_enable_x64", before)

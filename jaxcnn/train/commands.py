@@ -90,7 +90,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--no-augment", dest="augment", action="store_false", default=_S, help="no augmentation")
     g.add_argument("--crop-padding", type=int, default=_S, help=f"random-crop padding [{d.crop_padding}]")
     g.add_argument("--no-flip", dest="flip", action="store_false", default=_S, help="no horizontal flips when augmenting")
-    g.add_argument("--compute-dtype", default=_S, choices=["float32", "bfloat16", "float16"], help="[float32]")
+    g.add_argument("--compute-dtype", default=_S, choices=["float32", "bfloat16", "float16", "float64"],
+                   help="bfloat16/float16: mixed precision (autocast's rules); float64: verify a port "
+                   "(turns on jax_enable_x64) [float32]")  # fmt: skip
+    g.add_argument("--matmul-precision", default=_S, choices=["default", "high", "highest"],
+                   help="conv/matmul precision inside the steps; highest: full float32 on GPUs [default]")
     g.add_argument("--data-parallel", action="store_const", const=True, default=_S,
                    help="split batches over all local devices: the GPUs, or on a CPU-only machine one CPU "
                    "device per core (XLA_FLAGS=--xla_force_host_platform_device_count=N chooses another count)")  # fmt: skip
@@ -146,6 +150,10 @@ def train_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"jaxcnn train: {error}", file=sys.stderr)
         return 2
+    if config.compute_dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # this program owns the process
     if config.data_parallel:
         from jaxcnn._platform import use_host_devices
 
@@ -192,6 +200,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--step", type=int, default=None, help="checkpoint step [newest]")
     p.add_argument("--data-dir", default=None, help="override the dataset folder recorded in the checkpoint")
     p.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
+    p.add_argument("--matmul-precision", default=None, choices=["default", "high", "highest"],
+                   help="conv/matmul precision [the run's]")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=evaluate_command)
     return p
@@ -203,8 +213,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     try:
         report = evaluate_checkpoint(
-            args.checkpoint, split=args.split, step=args.step, data_dir=args.data_dir, batch_size=args.batch_size
-        )
+            args.checkpoint, split=args.split, step=args.step, data_dir=args.data_dir, batch_size=args.batch_size,
+            matmul_precision=args.matmul_precision,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"jaxcnn evaluate: {error}", file=sys.stderr)
         return 2

@@ -15,7 +15,8 @@ from typing import Any
 
 __all__ = ["TrainConfig", "load_config_file"]
 
-_COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+_COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")
+_MATMUL_PRECISIONS = ("default", "high", "highest")
 _SCHEDULES = ("constant", "step", "multistep", "cosine")
 
 
@@ -46,8 +47,13 @@ class TrainConfig:
       aux_loss_weight: weight of auxiliary classifier losses; ``None``: 0.3 for ``googlenet*``
         (the GoogLeNet paper / torchvision recipe), else 0.
       augment: random crop (``crop_padding``) + horizontal flip (``flip``) of training images.
-      compute_dtype: ``float32``, or ``bfloat16``/``float16`` mixed precision (float32 master
-        weights).
+      compute_dtype: ``float32``; ``bfloat16``/``float16`` mixed precision with torch autocast's
+        rules (float32 master weights, BatchNorm and the loss in float32); or ``float64``
+        (weights, statistics and optimizer state in float64, for verifying a port against
+        torch in float64; needs ``jax_enable_x64``, which ``jaxcnn train`` turns on, see
+        ``docs/precision.md``).
+      matmul_precision: ``default`` (the backend's; TF32-class products on GPUs), ``high`` or
+        ``highest`` (full float32 convolutions and matmuls), applied inside the jitted steps.
       data_parallel: split each training batch over all local devices (a ``jax.sharding`` mesh
         over the batch axis, state replicated; see :mod:`jaxcnn.train.distributed`). The batch
         size must divide by the device count (use ``drop_last`` for a ragged last batch).
@@ -99,6 +105,7 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     compute_dtype: str = "float32"
+    matmul_precision: str = "default"
     data_parallel: bool = False
     seed: int = 0
 
@@ -130,6 +137,7 @@ class TrainConfig:
             (self.lr >= 0, "lr must be >= 0"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
             (self.compute_dtype in _COMPUTE_DTYPES, f"compute_dtype must be one of {_COMPUTE_DTYPES}"),
+            (self.matmul_precision in _MATMUL_PRECISIONS, f"matmul_precision must be one of {_MATMUL_PRECISIONS}"),
             (self.schedule in _SCHEDULES, f"schedule must be one of {_SCHEDULES}"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),

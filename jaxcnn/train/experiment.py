@@ -124,12 +124,15 @@ class Trainer:
         model = jaxcnn.models.create(
             config.model, num_classes=self.num_classes, rngs=nnx.Rngs(config.seed), **config.model_options
         )
+        compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
+        if config.compute_dtype == "float64":
+            model = _to_float64(model)
         self.tx = self._make_optimizer(config, self.steps_per_epoch)
         self.graphdef, self.eval_graphdef, self.state = create_train_state(model, self.tx)
-        compute_dtype = None if config.compute_dtype == "float32" else jnp.dtype(config.compute_dtype)
         self.steps = make_steps(
             self.graphdef, self.eval_graphdef, self.tx, label_smoothing=config.label_smoothing,
             aux_loss_weight=config.resolved_aux_loss_weight, compute_dtype=compute_dtype,
+            matmul_precision=config.matmul_precision,
         )  # fmt: skip
         if self.mesh is not None:
             self.state = replicate(self.state, self.mesh)
@@ -379,6 +382,21 @@ class Trainer:
             raise ValueError(f"cannot resume: the config differs from the checkpoint's ({details})")
 
 
+def _to_float64(model: nnx.Module) -> nnx.Module:
+    """``model`` with every floating variable in float64 (``compute_dtype="float64"``).
+
+    float64 arrays need ``jax_enable_x64``; a library does not change that process-wide
+    setting, so the caller does (``jaxcnn train`` does it for ``--compute-dtype float64``)."""
+    if not jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            "compute_dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+            "before building the Trainer (or set JAX_ENABLE_X64=1); `jaxcnn train --compute-dtype float64` does it"
+        )
+    state = nnx.state(model)
+    nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, state))
+    return model
+
+
 def _norm(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
@@ -423,6 +441,7 @@ def evaluate_checkpoint(
     step: int | None = None,
     data_dir: str | None = None,
     batch_size: int | None = None,
+    matmul_precision: str | None = None,
 ) -> dict[str, Any]:
     """Score a saved checkpoint on one split of the dataset it was trained on.
 
@@ -433,6 +452,7 @@ def evaluate_checkpoint(
       step: the global step to load (default: the newest checkpoint).
       data_dir: override the dataset folder recorded in the checkpoint's config.
       batch_size: evaluation batch size (default: the run's ``eval_batch_size``).
+      matmul_precision: ``default``, ``high`` or ``highest`` (default: the run's setting).
 
     Returns:
       ``{"split", "loss", "accuracy" (percent), "examples", "step", "epoch", "checkpoint"}``.
@@ -450,6 +470,8 @@ def evaluate_checkpoint(
             overrides["data_dir"] = data_dir
         if batch_size is not None:
             overrides["eval_batch_size"] = batch_size
+        if matmul_precision is not None:
+            overrides["matmul_precision"] = matmul_precision
         config = TrainConfig.from_dict(meta["config"]).replace(**overrides)
         trainer = Trainer(config)
         if split not in trainer.splits:

@@ -17,10 +17,18 @@ class _BatchNorm(nnx.Module):
     (a BatchStat counter). Training mode (``model.train()``, the default as in torch)
     normalises with the biased batch variance and updates the running variance with the
     unbiased one using torch's ``momentum`` (``None`` = cumulative average).
+
+    Precision (torch autocast's rule for batch norm): the statistics and the normalisation are
+    computed in ``promote_types(input dtype, float32)`` with the parameters and running
+    statistics in that dtype, and the output is cast back to the input's dtype; so a bfloat16
+    input gives a bfloat16 output computed in float32, and float64 stays float64.
+    ``keep_float32``: mixed-precision training steps leave this module's parameters in float32
+    (:mod:`jaxcnn.train.step`).
     """
 
     accepted_ndims: tuple[int, ...] = ()
     layout: str = ""
+    keep_float32: bool = True
 
     def __init__(
         self,
@@ -57,23 +65,26 @@ class _BatchNorm(nnx.Module):
         if x.shape[-1] != self.num_features:
             raise ValueError(f"{name}({self.num_features}) got {x.shape[-1]} channels on the last axis (shape {tuple(x.shape)})")
         training = not self.use_running_average
-        weight = None if self.weight is None else self.weight.get_value()
-        bias = None if self.bias is None else self.bias.get_value()
+        dtype = jnp.promote_types(x.dtype, jnp.float32)
+        cast = lambda v: None if v is None else v.get_value().astype(dtype)  # noqa: E731
+        weight, bias = cast(self.weight), cast(self.bias)
         if not self.track_running_stats:
-            return F.batch_norm(x, None, None, weight, bias, training=True, momentum=0.0, eps=self.eps)[0]
+            output = F.batch_norm(x.astype(dtype), None, None, weight, bias, training=True, momentum=0.0, eps=self.eps)[0]
+            return output.astype(x.dtype)
         if not training:
-            return F.batch_norm(
-                x, self.running_mean.get_value(), self.running_var.get_value(), weight, bias, training=False, eps=self.eps
+            output = F.batch_norm(
+                x.astype(dtype), cast(self.running_mean), cast(self.running_var), weight, bias, training=False, eps=self.eps
             )[0]
+            return output.astype(x.dtype)
         batches = self.num_batches_tracked.get_value() + 1
         self.num_batches_tracked.set_value(batches)
-        factor = 1.0 / batches.astype(jnp.float32) if self.momentum is None else self.momentum
+        factor = 1.0 / batches.astype(dtype) if self.momentum is None else self.momentum
         output, mean, var = F.batch_norm(
-            x, self.running_mean.get_value(), self.running_var.get_value(), weight, bias, training=True, momentum=factor, eps=self.eps
+            x.astype(dtype), cast(self.running_mean), cast(self.running_var), weight, bias, training=True, momentum=factor, eps=self.eps
         )
-        self.running_mean.set_value(mean)
-        self.running_var.set_value(var)
-        return output
+        self.running_mean.set_value(mean.astype(self.running_mean.get_value().dtype))
+        self.running_var.set_value(var.astype(self.running_var.get_value().dtype))
+        return output.astype(x.dtype)
 
 
 class BatchNorm1d(_BatchNorm):
