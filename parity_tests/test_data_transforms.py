@@ -23,7 +23,7 @@ from jaxcnn.data import normalize  # noqa: E402
 from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageNetEval, ImageNetTrain  # noqa: E402
 from jaxcnn.data.transforms import random_resized_crop_params  # noqa: E402
 
-SIZES = [(37, 53), (64, 64), (120, 81), (300, 200), (199, 301), (10, 300), (300, 12), (224, 224), (41, 17)]
+SIZES = [(37, 53), (64, 64), (120, 81), (300, 200), (199, 301), (10, 300), (300, 12), (301, 12), (11, 300), (224, 224), (41, 17)]
 
 
 class Recorder:
