@@ -50,6 +50,7 @@ __all__ = [
     "TfdsRecords",
     "choose_loader",
     "estimate_decoded_bytes",
+    "image_folder_summary",
     "make_loader",
     "open_image_folder_splits",
     "open_tfds_split",
@@ -663,3 +664,32 @@ def make_loader(split: ArrayDataset | StreamSplit, batch_size: int, **kwargs: An
     if kwargs.get("augment") == "imagenet":
         raise ValueError("augment='imagenet' needs the streaming loader (it crops the source images)")
     return DeviceLoader(split, batch_size, **kwargs)
+
+
+def image_folder_summary(
+    data_dir: str | os.PathLike | None, image_size: int | None = None, augment: bool | str = False
+) -> tuple[int, tuple[int, int]]:
+    """``(number of images, (H, W))`` of an image folder without decoding it: the files are
+    counted, the size is ``image_size``, else 224 for ``augment="imagenet"``, else the first
+    training file's size (read from its header). Input to :func:`choose_loader`."""
+    from PIL import Image
+
+    from jaxcnn.data.image_folder import list_image_folder
+    from jaxcnn.data.registry import image_folder_parts
+
+    first: list[str] = []
+
+    def read(folder, class_names=None):
+        paths, labels, classes = list_image_folder(folder, class_names=class_names)
+        if not first and paths:
+            first.append(str(paths[0]))
+        return np.arange(len(labels)), labels, classes
+
+    parts, _ = image_folder_parts(data_dir, 0, 0, read)
+    num = sum(len(y) for _, y in parts.values())
+    if image_size is not None:
+        return num, (int(image_size), int(image_size))
+    if augment == "imagenet":
+        return num, (224, 224)
+    with Image.open(first[0]) as im:
+        return num, (im.height, im.width)
