@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="[0]")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality [90]")
     p.add_argument("--format", default="JPEG", help="PIL format: JPEG or PNG [JPEG]")
+    p.add_argument("--grayscale", action="store_true", help="grey-level images (PIL mode L)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     root = write_image_folder(
         args.root, args.images, num_classes=args.classes, min_size=args.min_size, max_size=args.max_size,
-        seed=args.seed, quality=args.quality, fmt=args.format,
+        seed=args.seed, quality=args.quality, fmt=args.format, grayscale=args.grayscale,
     )  # fmt: skip
     print(f"wrote {args.images} images in {args.classes} classes to {root} ({time.perf_counter() - t0:.1f} s)")
     return 0

@@ -25,12 +25,14 @@ def write_image_folder(
     seed: int = 0,
     quality: int = 90,
     fmt: str = "JPEG",
+    grayscale: bool = False,
 ) -> Path:
     """Write ``num_images`` images into ``num_classes`` class folders under ``root``.
 
     Image ``i`` goes to class ``i % num_classes`` (balanced), named ``class_<k>/<i:07d>.jpg``;
     its height and width are drawn independently and uniformly from ``[min_size, max_size]``
-    (ImageNet-like: ``min_size=200, max_size=500``, mean ~400x350). Same arguments, same bytes.
+    (ImageNet-like: ``min_size=200, max_size=500``, mean ~400x350). RGB, or grey-level (PIL mode
+    ``L``, the channel mean) with ``grayscale``. Same arguments, same bytes.
 
     Returns:
       ``root`` as a ``Path``.
@@ -49,6 +51,8 @@ def write_image_folder(
         s = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
         img = c0 * (1 - t) * (1 - s) + c1 * t * s + rng.normal(0, 24, size=(h, w, 3)).astype(np.float32)
         img = np.clip(img, 0, 255).astype(np.uint8)
+        if grayscale:
+            img = img.mean(axis=-1).astype(np.uint8)
         path = root / f"class_{i % num_classes:04d}" / f"{i:07d}{suffix}"
         Image.fromarray(img).save(path, format=fmt, **({"quality": quality} if fmt.upper() == "JPEG" else {}))
     return root

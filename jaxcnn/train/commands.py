@@ -108,7 +108,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--loader", default=_S, choices=["auto", "memory", "streaming"],
                    help=f"input pipeline: in memory, or streamed by grain workers [{d.loader}]")  # fmt: skip
     g.add_argument("--workers", type=int, default=_S, help="streaming loader worker processes [CPU cores]")
-    g.add_argument("--loader-memory-mb", type=int, default=_S, help=f"auto streams above this decoded size [{d.loader_memory_mb}]")
+    g.add_argument("--loader-memory-mb", type=float, default=_S, help=f"auto streams above this decoded size [{d.loader_memory_mb}]")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=_S, help="run folder [runs/<model>-<dataset>]")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

@@ -112,7 +112,7 @@ class TrainConfig:
     seed: int = 0
     image_size: int | None = None
     loader: str = "auto"
-    loader_memory_mb: int = 2048
+    loader_memory_mb: float = 2048.0
     workers: int | None = None
 
     out: str | None = None

@@ -92,7 +92,7 @@ def open_splits(config: TrainConfig, datasets: dict[str, ArrayDataset] | None = 
 
         num, size = streaming.image_folder_summary(config.data_dir, config.image_size, config.augment)
         kind = streaming.choose_loader(
-            config.loader, num_images=num, image_size=size, memory_limit_bytes=config.loader_memory_mb * 2**20,
+            config.loader, num_images=num, image_size=size, memory_limit_bytes=int(config.loader_memory_mb * 2**20),
             augment=config.augment,
         )  # fmt: skip
         if kind == "streaming":
