@@ -173,3 +173,27 @@ def test_peak_memory_does_not_grow_with_the_folder(tmp_path):
     # the measurement can see the difference: the in-memory loader's peak grows by more
     m_a, m_b = _peak(small, cap_mb, "memory"), _peak(large, cap_mb, "memory")
     assert m_a["loader"] == "DeviceLoader" and m_b["self_kb"] - m_a["self_kb"] > 2 * _MARGIN_KB, (m_a, m_b)
+
+
+def test_tfds_data_source_streams_the_prepared_records(tmp_path, no_network):
+    pytest.importorskip("tensorflow_datasets")
+    pytest.importorskip("array_record")
+    from jaxcnn.data import ArrayDataset
+    from jaxcnn.data import tfds_builders as tb
+    from jaxcnn.data.idx import write_idx
+    from jaxcnn.data.streaming import open_tfds_split
+
+    rng = np.random.default_rng(3)
+    for split, n in (("train", 21), ("t10k", 4)):
+        write_idx(tmp_path / "src" / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / "src" / f"{split}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    tb.prepare("mnist", tmp_path / "tfds", source_dir=tmp_path / "src")
+    x, y = tb.read_split_arrays("mnist", tmp_path / "tfds", "train")
+    split = open_tfds_split("jaxcnn_mnist", "train", tmp_path / "tfds", image_size=28, num_classes=10, channels=1,
+                            mean=(0.5,), std=(0.25,))  # fmt: skip
+    memory = ArrayDataset(x, y, 10, "mnist/train", mean=(0.5,), std=(0.25,))
+    s = StreamingLoader(split, 8, shuffle=False, workers=0)
+    d = DeviceLoader(memory, 8, shuffle=False)
+    for (xs, ys), (xd, yd) in zip(_arrays(s.iter_epoch(0)), _arrays(d.iter_epoch(0)), strict=True):
+        np.testing.assert_array_equal(xs, xd)
+        np.testing.assert_array_equal(ys, yd)
