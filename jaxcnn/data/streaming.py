@@ -70,7 +70,9 @@ class ImageFolderRecords:
 
     def __init__(self, root: str | os.PathLike, paths: Sequence[str | os.PathLike], labels: np.ndarray):
         self.root = str(Path(root).expanduser())
-        rel = [os.path.relpath(str(p), self.root).encode() for p in paths]
+        prefix = os.path.join(self.root, "")
+        rel = [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, self.root)).encode()
+               for p in map(str, paths)]  # fmt: skip
         self._blob = np.frombuffer(b"".join(rel), dtype=np.uint8).copy()
         self._offsets = np.cumsum([0] + [len(r) for r in rel]).astype(np.int64)
         self.labels = np.asarray(labels, dtype=np.int32)
@@ -203,6 +205,15 @@ class StreamSplit:
         return EvalTransform(h, w)
 
 
+def _list_files(folder: str | os.PathLike, class_names: Sequence[str] | None = None):
+    """:func:`~jaxcnn.data.image_folder.list_image_folder` with the paths as one numpy ``str``
+    array (a few dozen bytes per file rather than a ``Path`` object each)."""
+    from jaxcnn.data.image_folder import list_image_folder
+
+    paths, labels, classes = list_image_folder(folder, class_names=class_names)
+    return np.array([str(p) for p in paths]), labels, classes
+
+
 def estimate_decoded_bytes(num_images: int, image_size: tuple[int, int], channels: int = 3) -> int:
     """Bytes the in-memory loader would hold: ``N * H * W * C`` (uint8)."""
     return int(num_images) * int(image_size[0]) * int(image_size[1]) * int(channels)
@@ -242,19 +253,19 @@ def open_image_folder_splits(
     """
     from PIL import Image
 
-    from jaxcnn.data.image_folder import list_image_folder
     from jaxcnn.data.registry import image_folder_parts
 
     if recipe not in ("resize", "imagenet"):
         raise ValueError(f"recipe must be 'resize' or 'imagenet', got {recipe!r}")
 
+    root = str(Path(data_dir).expanduser())
+
     def read(folder, class_names=None):
-        paths, labels, classes = list_image_folder(folder, class_names=class_names)
-        return np.array([str(p) for p in paths], dtype=object), labels, classes
+        paths, labels, classes = _list_files(folder, class_names)
+        return paths, labels, classes
 
     parts, classes = image_folder_parts(data_dir, val_size, seed, read)
-    root = str(Path(data_dir).expanduser())
-    records = {k: ImageFolderRecords(root, list(x), y) for k, (x, y) in parts.items()}
+    records = {k: ImageFolderRecords(root, x, y) for k, (x, y) in parts.items()}
     train = records["train"]
     if len(train) == 0:
         raise DatasetError(f"image_folder: {root} has no training images")
@@ -674,14 +685,13 @@ def image_folder_summary(
     training file's size (read from its header). Input to :func:`choose_loader`."""
     from PIL import Image
 
-    from jaxcnn.data.image_folder import list_image_folder
     from jaxcnn.data.registry import image_folder_parts
 
     first: list[str] = []
 
     def read(folder, class_names=None):
-        paths, labels, classes = list_image_folder(folder, class_names=class_names)
-        if not first and paths:
+        paths, labels, classes = _list_files(folder, class_names)
+        if not first and len(paths):
             first.append(str(paths[0]))
         return np.arange(len(labels)), labels, classes
 
