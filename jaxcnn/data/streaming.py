@@ -19,8 +19,9 @@ dataset) and nothing else; :class:`StreamingLoader` turns it into batches:
   padded-crop + flip augmented exactly like ``DeviceLoader``) in one jitted function.
 
 Host memory is bounded by the queue depths, not by the dataset: at most
-``workers * (threads + buffer + 1) + prefetch + 1`` batches exist at once, plus the record
-index (a few dozen bytes per file). The iterator's state (``grain``'s ``get_state()`` and the
+``workers * (threads + 3 * buffer) + prefetch + 1`` batches exist at once (per worker: the
+batches being built, its read-ahead buffer, the inter-process queue and grain's interleave
+buffer in this process), plus the record index (a few dozen bytes per file). The iterator's state (``grain``'s ``get_state()`` and the
 batch position) is JSON (:meth:`StreamingLoader.state_dict`), stored in the checkpoint's
 metadata, so a resumed run continues with exactly the batches an uninterrupted run sees.
 """
