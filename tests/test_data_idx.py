@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import struct
 from pathlib import Path
 
@@ -27,17 +26,6 @@ def write_mnist(folder: Path, n_train: int, n_test: int, *, seed: int = 0, gz: b
         write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels)
         out[split] = (images, labels)
     return out
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.mark.parametrize("suffix", [".gz", ""])

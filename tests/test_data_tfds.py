@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from pathlib import Path
 
@@ -18,15 +17,6 @@ from jaxcnn.data import DatasetError, load_dataset  # noqa: E402
 from jaxcnn.data import tfds_builders as tb  # noqa: E402
 from jaxcnn.data.cifar import write_cifar_batch  # noqa: E402
 from jaxcnn.data.idx import write_idx  # noqa: E402
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture

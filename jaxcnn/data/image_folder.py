@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxcnn.data.arrays import DatasetError
 
-__all__ = ["IMG_EXTENSIONS", "find_classes", "load_image_folder"]
+__all__ = ["IMG_EXTENSIONS", "find_classes", "list_image_folder", "load_image_folder"]
 
 #: File suffixes (lower-case) treated as images, as in torchvision.
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
@@ -56,6 +56,48 @@ def _list_images(folder: Path) -> list[Path]:
     return files
 
 
+def list_image_folder(
+    root: str | os.PathLike, *, class_names: list[str] | tuple[str, ...] | None = None
+) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """The image files below ``root`` and their labels, without opening any image.
+
+    Args:
+      root: folder with one sub-folder per class.
+      class_names: use this class list instead of the sorted sub-folders of ``root`` (see
+        :func:`load_image_folder`).
+
+    Returns:
+      ``(paths, labels, class_names)``: file paths in class order then sorted path order,
+      int32 (N,) labels, class names in label order.
+
+    Raises:
+      DatasetError: missing folder, no classes, a class without images, or a sub-folder
+        missing from ``class_names``.
+    """
+    root = Path(root).expanduser()
+    found = find_classes(root)
+    if class_names is None:
+        class_names = found
+    class_names = tuple(class_names)
+    unknown = sorted(set(found) - set(class_names))
+    if unknown:
+        raise DatasetError(f"image_folder: {root} has class folders {unknown} not in {class_names}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, cname in enumerate(class_names):
+        if cname not in found:
+            continue
+        files = _list_images(root / cname)
+        if not files:
+            raise DatasetError(
+                f"image_folder: class folder {root / cname} holds no images with a suffix in "
+                f"{IMG_EXTENSIONS}"
+            )
+        paths.extend(files)
+        labels.extend([label] * len(files))
+    return paths, np.array(labels, dtype=np.int32), class_names
+
+
 def load_image_folder(
     root: str | os.PathLike,
     *,
@@ -84,25 +126,8 @@ def load_image_folder(
     """
     from PIL import Image, UnidentifiedImageError
 
-    root = Path(root).expanduser()
-    found = find_classes(root)
-    if class_names is None:
-        class_names = found
-    class_names = tuple(class_names)
-    unknown = sorted(set(found) - set(class_names))
-    if unknown:
-        raise DatasetError(f"image_folder: {root} has class folders {unknown} not in {class_names}")
-    entries: list[tuple[Path, int]] = []
-    for label, cname in enumerate(class_names):
-        if cname not in found:
-            continue
-        files = _list_images(root / cname)
-        if not files:
-            raise DatasetError(
-                f"image_folder: class folder {root / cname} holds no images with a suffix in "
-                f"{IMG_EXTENSIONS}"
-            )
-        entries.extend((f, label) for f in files)
+    paths, labels, class_names = list_image_folder(root, class_names=class_names)
+    entries = list(zip(paths, labels.tolist()))
 
     # Pass 1 reads headers only (mode and size); pass 2 decodes straight into the output array.
     headers = []
@@ -133,5 +158,4 @@ def load_image_folder(
                 out[i] = np.asarray(im, dtype=np.uint8).reshape(size_hw[0], size_hw[1], channels)
         except (UnidentifiedImageError, OSError) as e:
             raise DatasetError(f"image_folder: cannot read image {path}: {e}") from e
-    labels = np.array([lbl for _, lbl in entries], dtype=np.int32)
     return out, labels, class_names

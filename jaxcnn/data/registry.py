@@ -142,8 +142,20 @@ def _load_mnist_t10k(name, data_dir, download, val_size, seed, **_):
     return _finish("mnist_t10k", _carve_all("mnist_t10k", x, y, val_size, seed), 10, None)
 
 
-def _load_image_folder(name, data_dir, download, val_size, seed, image_size=None, grayscale=None, **_):
-    from jaxcnn.data.image_folder import find_classes, load_image_folder
+def image_folder_parts(
+    data_dir: str | os.PathLike | None,
+    val_size: int | float | None,
+    seed: int,
+    read: Callable[..., tuple[np.ndarray, np.ndarray, tuple[str, ...]]],
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """The train/val/test arrangement of an image folder (module docstring), for any reader.
+
+    ``read(folder, class_names=None) -> (x, y, class_names)`` reads one class-per-sub-folder
+    tree; ``x`` is indexed along axis 0 (images for the in-memory loader, file paths for the
+    streaming one), so both loaders get identical splits. Returns ``({split: (x, y)},
+    class_names)``.
+    """
+    from jaxcnn.data.image_folder import find_classes
 
     if data_dir is None:
         raise DatasetError(
@@ -152,33 +164,41 @@ def _load_image_folder(name, data_dir, download, val_size, seed, image_size=None
         )
     root = Path(data_dir).expanduser()
     if (root / "train").is_dir() and find_classes(root / "train"):
-        classes = tuple(find_classes(root / "train"))
-        x, y, _ = load_image_folder(root / "train", image_size=image_size, grayscale=grayscale)
-        size = x.shape[1:3]
-        grey = x.shape[-1] == 1
+        x, y, classes = read(root / "train")
 
-        def read(sub: str):
+        def read_split(sub: str):
             for cand in (sub, *{"val": ("valid", "validation")}.get(sub, ())):
                 if (root / cand).is_dir():
-                    xi, yi, _ = load_image_folder(
-                        root / cand, image_size=size, grayscale=grey, class_names=classes
-                    )
+                    xi, yi, _ = read(root / cand, class_names=classes)
                     return xi, yi
             return None
 
-        test = read("test")
+        test = read_split("test")
         if test is None:
             n_test = resolve_count(None, len(y), CARVED_TEST_SIZES["image_folder"], "test size")
             test_idx, pool = stratified_split_indices(y, [n_test, len(y) - n_test], _TEST_SEED)
             test, x, y = (x[test_idx], y[test_idx]), x[pool], y[pool]
-        val = read("val")
+        val = read_split("val")
         if val is None:
             (x, y), val = _carve_val(x, y, val_size, DEFAULT_VAL_SIZES["image_folder"], seed)
-        parts = {"train": (x, y), "val": val, "test": test}
-    else:
-        x, y, classes = load_image_folder(root, image_size=image_size, grayscale=grayscale)
-        parts = _carve_all("image_folder", x, y, val_size, seed)
-    return _finish("image_folder", parts, len(classes), tuple(classes))
+        return {"train": (x, y), "val": val, "test": test}, tuple(classes)
+    x, y, classes = read(root)
+    return _carve_all("image_folder", x, y, val_size, seed), tuple(classes)
+
+
+def _load_image_folder(name, data_dir, download, val_size, seed, image_size=None, grayscale=None, **_):
+    from jaxcnn.data.image_folder import load_image_folder
+
+    fixed: dict[str, object] = {"image_size": image_size, "grayscale": grayscale}
+
+    def read(folder, class_names=None):
+        x, y, classes = load_image_folder(folder, class_names=class_names, **fixed)  # type: ignore[arg-type]
+        # the first (training) folder fixes the size and channels of the others
+        fixed.update(image_size=x.shape[1:3], grayscale=x.shape[-1] == 1)
+        return x, y, classes
+
+    parts, classes = image_folder_parts(data_dir, val_size, seed, read)
+    return _finish("image_folder", parts, len(classes), classes)
 
 
 def _local_files_present(name: str, data_dir: Path) -> bool:

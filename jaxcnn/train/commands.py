@@ -10,6 +10,7 @@ Examples::
     jaxcnn train --config run.toml --lr 0.01           # file values, then flag overrides
     jaxcnn train --out runs/a --resume                 # continue an interrupted run
     jaxcnn evaluate --checkpoint runs/a --split test
+    jaxcnn train --model resnet50 --dataset image_folder --data-dir DIR --image-size 224 --augment imagenet
 
 Config precedence: :class:`~jaxcnn.train.config.TrainConfig` defaults < ``--config FILE``
 (JSON, YAML or TOML) < flags given on the command line. Without ``--out`` the run goes to
@@ -49,6 +50,12 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _augment(text: str) -> bool | str:
+    if text in ("imagenet", "crop"):
+        return "imagenet" if text == "imagenet" else True
+    raise argparse.ArgumentTypeError(f"--augment takes no value, 'crop' or 'imagenet', got {text!r}")
+
+
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train``: trains a model, writes checkpoints, results.json, plots and TensorBoard
     events to ``--out``, and prints the final test accuracy."""
@@ -86,7 +93,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     g.add_argument("--drop-last", action="store_true", default=_S, help="drop the last partial training batch")
     g.add_argument("--label-smoothing", type=float, default=_S, help="[0]")
     g.add_argument("--aux-loss-weight", type=float, default=_S, help="auxiliary classifier loss weight [0.3 for GoogLeNet]")
-    g.add_argument("--augment", action="store_true", default=_S, help="random crop + horizontal flip")
+    g.add_argument("--augment", nargs="?", const=True, type=_augment, default=_S, metavar="imagenet",
+                   help="random crop + horizontal flip; --augment imagenet: torchvision's RandomResizedCrop + flip "
+                   "(train), Resize + CenterCrop (eval), streaming loader")  # fmt: skip
     g.add_argument("--no-augment", dest="augment", action="store_false", default=_S, help="no augmentation")
     g.add_argument("--crop-padding", type=int, default=_S, help=f"random-crop padding [{d.crop_padding}]")
     g.add_argument("--no-flip", dest="flip", action="store_false", default=_S, help="no horizontal flips when augmenting")
@@ -99,6 +108,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                    help="split batches over all local devices: the GPUs, or on a CPU-only machine one CPU "
                    "device per core (XLA_FLAGS=--xla_force_host_platform_device_count=N chooses another count)")  # fmt: skip
     g.add_argument("--seed", type=int, default=_S, help=f"[{d.seed}]")
+    g.add_argument("--image-size", type=int, default=_S, help="image side for image_folder [first image's; 224 with imagenet]")
+    g.add_argument("--loader", default=_S, choices=["auto", "memory", "streaming"],
+                   help=f"input pipeline: in memory, or streamed by grain workers [{d.loader}]")  # fmt: skip
+    g.add_argument("--workers", type=int, default=_S, help="streaming loader worker processes [CPU cores]")
+    g.add_argument("--loader-memory-mb", type=float, default=_S, help=f"auto streams above this decoded size [{d.loader_memory_mb}]")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=_S, help="run folder [runs/<model>-<dataset>]")
     g.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

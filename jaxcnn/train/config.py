@@ -46,7 +46,15 @@ class TrainConfig:
       label_smoothing: torch's ``CrossEntropyLoss(label_smoothing=...)``.
       aux_loss_weight: weight of auxiliary classifier losses; ``None``: 0.3 for ``googlenet*``
         (the GoogLeNet paper / torchvision recipe), else 0.
-      augment: random crop (``crop_padding``) + horizontal flip (``flip``) of training images.
+      augment: ``True``: random crop (``crop_padding``) + horizontal flip (``flip``) of training
+        images; ``"imagenet"``: torchvision's RandomResizedCrop + flip for training and Resize +
+        CenterCrop for evaluation, at ``image_size`` (needs the streaming loader).
+      image_size: image side the images are resized/cropped to (image_folder; ``None``: the
+        first image's size, 224 with ``augment="imagenet"``).
+      loader: ``auto`` (stream when the decoded dataset would exceed ``loader_memory_mb``, or
+        with ``augment="imagenet"``), ``memory`` (:class:`jaxcnn.data.DeviceLoader`, the whole
+        dataset on the device) or ``streaming`` (:mod:`jaxcnn.data.streaming`, image_folder).
+      workers: worker processes of the streaming loader (``None``: one per CPU core).
       compute_dtype: ``float32``; ``bfloat16``/``float16`` mixed precision with torch autocast's
         rules (float32 master weights, BatchNorm and the loss in float32); or ``float64``
         (weights, statistics and optimizer state in float64, for verifying a port against
@@ -57,6 +65,7 @@ class TrainConfig:
       data_parallel: split each training batch over all local devices (a ``jax.sharding`` mesh
         over the batch axis, state replicated; see :mod:`jaxcnn.train.distributed`). The batch
         size must divide by the device count (use ``drop_last`` for a ragged last batch).
+      loader_memory_mb: the decoded size above which ``loader="auto"`` streams.
       seed: seeds the model initialisation, the train/val split, the shuffling, augmentation and
         Dropout. Same seed, same machine: same numbers.
 
@@ -101,13 +110,17 @@ class TrainConfig:
     drop_last: bool = False
     label_smoothing: float = 0.0
     aux_loss_weight: float | None = None
-    augment: bool = False
+    augment: bool | str = False
     crop_padding: int = 4
     flip: bool = True
     compute_dtype: str = "float32"
     matmul_precision: str = "default"
     data_parallel: bool = False
     seed: int = 0
+    image_size: int | None = None
+    loader: str = "auto"
+    loader_memory_mb: float = 2048.0
+    workers: int | None = None
 
     out: str | None = None
     checkpoint_every: int = 0
@@ -145,6 +158,10 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 0, "max_steps must be >= 0"),
             (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
             (self.eval_limit is None or self.eval_limit >= 1, "eval_limit must be >= 1"),
+            (self.augment in (True, False, "imagenet"), "augment must be true, false or 'imagenet'"),
+            (self.loader in ("auto", "memory", "streaming"), "loader must be 'auto', 'memory' or 'streaming'"),
+            (self.image_size is None or self.image_size >= 1, "image_size must be >= 1"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

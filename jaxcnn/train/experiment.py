@@ -31,6 +31,7 @@ from flax import nnx
 import jaxcnn.models
 import jaxcnn.optim
 from jaxcnn.data import ArrayDataset, DeviceLoader, load_dataset
+from jaxcnn.data.streaming import StreamingLoader, make_loader
 from jaxcnn.optim import schedules
 from jaxcnn.train.checkpoint import NonFiniteStateError, RunCheckpointer
 from jaxcnn.train.config import TrainConfig
@@ -45,7 +46,7 @@ _HISTORY_KEYS = ("train_losses", "val_losses", "train_accs", "val_accs")
 #: Config fields that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = frozenset(
     {"out", "data_dir", "epochs", "max_steps", "checkpoint_every", "keep_checkpoints", "async_checkpointing",
-     "log_every", "progress", "tensorboard", "plots", "eval_batch_size"}
+     "log_every", "progress", "tensorboard", "plots", "eval_batch_size", "workers"}
 )  # fmt: skip
 
 
@@ -72,12 +73,36 @@ def load_splits(config: TrainConfig, datasets: dict[str, ArrayDataset] | None = 
     data_dir=..., val_size=..., seed=config.seed)``, cut to ``config.train_limit`` /
     ``config.eval_limit`` examples (the first ones). Shared with ``torch_ref/train.py``."""
     if datasets is None:
-        datasets = load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed)
+        datasets = load_dataset(
+            config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed,
+            image_size=config.image_size,
+        )  # fmt: skip
     splits = dict(datasets)
     for split, limit in (("train", config.train_limit), ("val", config.eval_limit), ("test", config.eval_limit)):
         if split in splits and limit is not None and len(splits[split]) > limit:
             splits[split] = splits[split].subset(np.arange(limit))
     return splits
+
+
+def open_splits(config: TrainConfig, datasets: dict[str, ArrayDataset] | None = None) -> dict[str, Any]:
+    """:func:`load_splits`, or, when ``config.loader`` streams (:func:`jaxcnn.data.streaming.choose_loader`),
+    :class:`~jaxcnn.data.streaming.StreamSplit` s of the image folder (same files per split)."""
+    if datasets is None and config.dataset == "image_folder":
+        from jaxcnn.data import streaming
+
+        num, size = streaming.image_folder_summary(config.data_dir, config.image_size, config.augment)
+        kind = streaming.choose_loader(
+            config.loader, num_images=num, image_size=size, memory_limit_bytes=int(config.loader_memory_mb * 2**20),
+            augment=config.augment,
+        )  # fmt: skip
+        if kind == "streaming":
+            datasets = streaming.open_image_folder_splits(
+                config.data_dir, val_size=config.val_size, seed=config.seed, image_size=config.image_size,
+                recipe="imagenet" if config.augment == "imagenet" else "resize", workers=config.workers,
+            )  # fmt: skip
+    elif datasets is None and (config.loader == "streaming" or config.augment == "imagenet"):
+        raise ValueError("the streaming loader (loader='streaming', augment='imagenet') reads dataset='image_folder'")
+    return load_splits(config, datasets)
 
 
 def _mean(total: float, count: int) -> float:
@@ -106,20 +131,20 @@ class Trainer:
     def __init__(self, config: TrainConfig | dict[str, Any], *, datasets: dict[str, ArrayDataset] | None = None):
         if not isinstance(config, TrainConfig):
             config = TrainConfig.from_dict(config)
-        self.splits = load_splits(config, datasets)
+        self.splits = open_splits(config, datasets)
         train = self.splits["train"]
         num_classes = config.num_classes or train.num_classes
         self.config = config = config.replace(num_classes=int(num_classes))
         self.num_classes = int(num_classes)
 
         self.mesh = make_mesh() if config.data_parallel else None
-        self.train_loader = DeviceLoader(
+        self.train_loader = make_loader(
             train, config.batch_size, shuffle=True, seed=config.seed, drop_last=config.drop_last,
             augment=config.augment, crop_padding=config.crop_padding, flip=config.flip,
             sharding=None if self.mesh is None else batch_sharding(self.mesh),
         )  # fmt: skip
         self.steps_per_epoch = len(self.train_loader)
-        self._eval_loaders: dict[str, DeviceLoader | None] = {}
+        self._eval_loaders: dict[str, DeviceLoader | StreamingLoader | None] = {}
 
         model = jaxcnn.models.create(
             config.model, num_classes=self.num_classes, rngs=nnx.Rngs(config.seed), **config.model_options
@@ -160,13 +185,13 @@ class Trainer:
             weight_decay=config.weight_decay, betas=config.betas, eps=config.eps,
         )  # fmt: skip
 
-    def eval_loader(self, split: str) -> DeviceLoader | None:
+    def eval_loader(self, split: str) -> DeviceLoader | StreamingLoader | None:
         """The (cached) in-order loader of ``split``; ``None`` when the split is empty or missing."""
         if split not in self._eval_loaders:
             data = self.splits.get(split)
             self._eval_loaders[split] = (
                 None if data is None or len(data) == 0
-                else DeviceLoader(data, self.config.eval_batch_size, shuffle=False, drop_last=False, seed=self.config.seed)
+                else make_loader(data, self.config.eval_batch_size, shuffle=False, drop_last=False, seed=self.config.seed)
             )  # fmt: skip
         return self._eval_loaders[split]
 
@@ -179,6 +204,8 @@ class Trainer:
             return float("nan"), float("nan")
         state = self.state if state is None else state
         metrics = [self.steps.eval_step(state, x, y) for x, y in loader.iter_epoch(0)]
+        if isinstance(loader, StreamingLoader):
+            loader.close()  # its worker processes are not needed until the next evaluation
         loss_sum = correct = count = 0
         for m in jax.device_get(metrics):
             n = int(m["count"])
@@ -237,6 +264,8 @@ class Trainer:
                     self.state = replicate(self.state, self.mesh)
                 self._check_resumable(meta["config"])
                 epoch, start_step = int(meta["epoch"]), int(meta["step_in_epoch"])
+                if isinstance(self.train_loader, StreamingLoader) and meta.get("loader"):
+                    self.train_loader.load_state_dict(meta["loader"])  # grain's iterator state
                 history = {k: list(meta["history"][k]) for k in _HISTORY_KEYS}
                 epoch_seconds = list(meta.get("epoch_seconds", []))
                 partial = dict(meta["partial"])
@@ -261,6 +290,7 @@ class Trainer:
                 "config": cfg.to_dict(), "epoch": epoch_, "step_in_epoch": step_in_epoch,
                 "global_step": global_step, "steps_per_epoch": spe, "history": history,
                 "epoch_seconds": epoch_seconds, "partial": partial, "framework": "jax",
+                **({"loader": self.train_loader.state_dict()} if isinstance(self.train_loader, StreamingLoader) else {}),
             }  # fmt: skip
 
         def flush(bar) -> None:
@@ -346,6 +376,8 @@ class Trainer:
                     stopped = True
         finally:
             pending.clear()
+            if isinstance(self.train_loader, StreamingLoader):
+                self.train_loader.close()
             tb.close()
             if ckpt is not None:
                 ckpt.close()
