@@ -702,6 +702,711 @@ NB02 = [
     ),
 ]
 
+# ---------------------------------------------------------------------------------------
+# 03 MNIST: the MLP against the CNN
+# ---------------------------------------------------------------------------------------
+
+NB03 = [
+    md(
+        """
+        # 3. Handwritten digits: a perceptron against a CNN
+
+        The course's first image classifiers: a multi-layer perceptron that sees the image
+        as 784 unrelated numbers, and a small CNN that slides 5x5 kernels over it. Both are
+        in jaxcnn's model zoo (`mlp`, `mnist_cnn`), each with a PyTorch twin in `torch_ref`.
+        This notebook trains both with `jaxcnn.train`, plots the curves, looks inside the
+        CNN, and does the feature-map size arithmetic that sizes its first linear layer.
+
+        The data are scikit-learn's bundled handwritten digits (1,797 real scans, upsampled
+        to MNIST's 28x28), so everything runs offline in seconds. With MNIST's files on disk
+        the same code runs with `dataset="mnist"`.
+        """
+    ),
+    SETUP,
+    code(
+        """
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from jaxcnn import models
+        from jaxcnn.data import load_dataset, normalize
+        from jaxcnn.intermediates import record_outputs
+        from jaxcnn.lessons.convolution import conv_output_size
+        from jaxcnn.plots import plot_accuracy, plot_loss
+        from jaxcnn.summary import count_params, summarize
+        from jaxcnn.train import TrainConfig, Trainer, experiment
+
+        splits = load_dataset("digits")
+        for name, split in splits.items():
+            print(f"{name:5s} {split.images.shape} {split.images.dtype}, labels {np.bincount(split.labels)}")
+        """
+    ),
+    code(
+        """
+        train = splits["train"]
+        fig, axes = plt.subplots(2, 8, figsize=(14, 4))
+        for ax, image, label in zip(axes.flat, train.images, train.labels):
+            ax.imshow(image[:, :, 0], cmap="gray")
+            ax.set_title(str(label))
+            ax.axis("off")
+        fig.suptitle("bundled digits, 28x28, as the models see them (NHWC, one channel)")
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        ## The two models
+
+        The course writes them in PyTorch:
+
+        ```python
+        class MLP(nn.Module):                      # torch_ref.models.mlp
+            def forward(self, x):
+                x = x.view(-1, 784)
+                x = torch.sigmoid(self.fc1(x))     # Linear(784, 256)
+                x = torch.sigmoid(self.fc2(x))     # Linear(256, 128)
+                return self.fc3(x)                 # Linear(128, 10)
+
+        class CNN(nn.Module):                      # torch_ref.models.mnist_cnn
+            def forward(self, x):
+                x = F.relu(F.max_pool2d(self.conv1(x), 2))   # Conv2d(1, 10, 5)
+                x = F.relu(F.max_pool2d(self.conv2(x), 2))   # Conv2d(10, 20, 5)
+                x = x.view(-1, 320)
+                x = F.relu(self.fc1(x))                      # Linear(320, 50)
+                return self.fc2(x)                           # Linear(50, 10)
+        ```
+
+        jaxcnn's twins have the same attribute names, in the same order, and the same
+        number of weights:
+        """
+    ),
+    code(
+        """
+        import torch_ref.models
+
+        for name in ("mlp", "mnist_cnn"):
+            jax_model = models.create(name, rngs=nnx.Rngs(0))
+            torch_model = torch_ref.models.create(name)
+            n_torch = sum(p.numel() for p in torch_model.parameters())
+            print(f"{name:10s} jaxcnn {count_params(jax_model):7,d} weights, torch {n_torch:7,d}")
+        """
+    ),
+    md(
+        """
+        ## Feature-map sizes
+
+        Why `Linear(320, 50)`? Follow one image through the CNN with
+        $n_{out} = \\lfloor (n + 2p - k)/s \\rfloor + 1$: a 5x5 convolution without padding
+        takes 28 to 24, 2x2 pooling halves it to 12, the second convolution gives 8, the
+        second pooling 4, and 20 channels of 4x4 flatten to 320.
+        """
+    ),
+    code(
+        """
+        n = 28
+        for layer, k, s in [("conv1 5x5", 5, 1), ("max-pool 2", 2, 2), ("conv2 5x5", 5, 1), ("max-pool 2", 2, 2)]:
+            out = conv_output_size(n, k, stride=s)
+            print(f"{layer:11s} {n:2d} -> {out:2d}")
+            n = out
+        print(f"flatten: 20 channels x {n} x {n} = {20 * n * n}")
+        print()
+        print(summarize(models.create("mnist_cnn", rngs=nnx.Rngs(0)), (1, 28, 28, 1), name="mnist_cnn").table())
+        """
+    ),
+    md(
+        """
+        ## Training both
+
+        `experiment(config)` is the course's `experiment(partition, args)`: it trains,
+        validates after every epoch and returns the curves and the test accuracy. `Trainer`
+        is the same run as an object, which keeps the trained model at hand. The defaults
+        are SGD with momentum 0.9 and a cosine learning-rate schedule.
+        """
+    ),
+    code(
+        """
+        common = dict(dataset="digits", batch_size=64, eval_batch_size=180, progress=False,
+                      tensorboard=False, plots=False)
+        _, mlp_result = experiment(TrainConfig(model="mlp", epochs=12, lr=0.2, **common))
+        cnn = Trainer(TrainConfig(model="mnist_cnn", epochs=10, lr=0.05, **common))
+        cnn_result = cnn.fit()
+        for name, r in (("MLP", mlp_result), ("CNN", cnn_result)):
+            print(f"{name}: {r['num_params']:,} weights, test accuracy {r['test_acc']:.1f}% "
+                  f"after {r['epochs']} epochs ({sum(r['epoch_seconds']):.1f} s)")
+        """
+    ),
+    code(
+        """
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+        for name, r, color in (("MLP", mlp_result, "tab:blue"), ("CNN", cnn_result, "tab:red")):
+            axes[0].plot(r["train_losses"], "--", color=color, label=f"{name} train")
+            axes[0].plot(r["val_losses"], "-", color=color, label=f"{name} val")
+            axes[1].plot(r["val_accs"], "-o", color=color, label=f"{name} val (test {r['test_acc']:.1f}%)")
+        axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+        axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+        for ax in axes:
+            ax.grid(alpha=0.3); ax.legend()
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        The sigmoid MLP needs a large learning rate and many epochs to get going. The CNN
+        has about a tenth of its weights, because each kernel is shared across all
+        positions of the image; on these small, smooth digits the two end up within a few
+        points of each other (compare the test accuracies printed above). `jaxcnn.plots` draws the course's two standard figures of one run (and
+        `jaxcnn train` writes them as PNGs):
+        """
+    ),
+    code(
+        """
+        plot_accuracy(cnn_result, title="CNN: train vs val accuracy")
+        """
+    ),
+    md(
+        """
+        ## Inside the CNN
+
+        `record_outputs` captures what named layers return during a forward pass (PyTorch
+        would use forward hooks). The ten 5x5 kernels of `conv1` and the maps they produce
+        on one test digit, then the first ten of `conv2`'s twenty maps at 8x8:
+        """
+    ),
+    code(
+        """
+        model = cnn.trained_model()
+        test = splits["test"]
+        image = normalize(test.images[:1], test.mean, test.std)
+        with record_outputs(model, ["conv1", "conv2"]) as outputs:
+            model(image)
+        kernels = np.asarray(model.conv1.weight.get_value())        # HWIO: (5, 5, 1, 10)
+
+        fig, axes = plt.subplots(3, 11, figsize=(16, 5.2))
+        axes[0, 0].imshow(test.images[0, :, :, 0], cmap="gray")
+        axes[0, 0].set_title(f"digit {test.labels[0]}")
+        axes[1, 0].set_title("conv1 kernel"); axes[2, 0].set_title("")
+        for c in range(10):
+            axes[0, c + 1].imshow(kernels[:, :, 0, c], cmap="RdBu_r")
+            axes[0, c + 1].set_title(f"kernel {c}", fontsize=11)
+            axes[1, c + 1].imshow(outputs["conv1"][0, :, :, c], cmap="viridis")
+            axes[2, c + 1].imshow(outputs["conv2"][0, :, :, c], cmap="viridis")
+        axes[1, 0].set_title(""); axes[1, 0].text(0.5, 0.5, "conv1\\n24x24", ha="center", va="center", fontsize=14)
+        axes[2, 0].text(0.5, 0.5, "conv2\\n8x8", ha="center", va="center", fontsize=14)
+        for ax in axes.flat:
+            ax.set_xticks([]); ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(ax not in (axes[1, 0], axes[2, 0]))
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        After a few epochs on 1,257 images the 5x5 kernels still look noisy, but their maps
+        show what they do: each is the digit seen through one filter, strokes of one
+        orientation or polarity bright, the rest dark. After one more convolution and two poolings the maps are coarse
+        (8x8 before the last pooling) and no longer look like the digit: they encode which
+        parts are present, which the linear layers turn into a class.
+
+        **Takeaways.** Convolution shares weights across the image, so the CNN needs far
+        fewer weights for the same accuracy. The output-size formula sizes the first linear layer.
+        `experiment`/`Trainer` run the course's training loop; `record_outputs` shows the
+        feature maps.
+        """
+    ),
+]
+
+# ---------------------------------------------------------------------------------------
+# 04 The experiment harness
+# ---------------------------------------------------------------------------------------
+
+NB04 = [
+    md(
+        """
+        # 4. The experiment harness: one model, three optimizers
+
+        The course compares optimizers with a small harness: an `args` namespace of
+        hyperparameters, `experiment(partition, args)` that trains and returns a history,
+        and plots of the histories. jaxcnn's version is `TrainConfig` (every setting of a
+        run, loadable from JSON/YAML/TOML) and `experiment(config)`, with the optimizers
+        implemented with PyTorch's semantics: `weight_decay` on `sgd`, `rmsprop` and `adam`
+        adds $\\lambda w$ to the gradient (L2 regularisation), as `torch.optim` does
+        (`adamw` decouples it).
+
+        Here one CNN is trained under SGD with momentum, RMSprop and Adam, all with L2, on
+        the bundled digits.
+        """
+    ),
+    SETUP,
+    code(
+        """
+        from jaxcnn.plots import plot_accuracy, plot_loss
+        from jaxcnn.train import TrainConfig, experiment
+
+        base = TrainConfig(model="mnist_cnn", dataset="digits", epochs=6, batch_size=64,
+                           eval_batch_size=180, weight_decay=1e-4, schedule="constant",
+                           progress=False, tensorboard=False, plots=False)
+        configs = {
+            "SGD (momentum 0.9)": base.replace(optimizer="sgd", lr=0.05, momentum=0.9),
+            "RMSprop": base.replace(optimizer="rmsprop", lr=1e-3),
+            "Adam": base.replace(optimizer="adam", lr=1e-3),
+        }
+        {name: {k: getattr(c, k) for k in ("optimizer", "lr", "weight_decay", "epochs")} for name, c in configs.items()}
+        """
+    ),
+    code(
+        """
+        results = {}
+        for name, config in configs.items():
+            _, results[name] = experiment(config)
+
+        print(f"{'optimizer':20s} {'train loss':>10s} {'val loss':>9s} {'val acc':>8s} {'test acc':>9s}")
+        for name, r in results.items():
+            print(f"{name:20s} {r['train_loss']:10.3f} {r['val_loss']:9.3f} {r['val_acc']:7.1f}% {r['test_acc']:8.1f}%")
+        """
+    ),
+    code(
+        """
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+        for (name, r), color in zip(results.items(), ("tab:blue", "tab:orange", "tab:green")):
+            axes[0].plot(r["train_losses"], "--", color=color)
+            axes[0].plot(r["val_losses"], "-", color=color, label=name)
+            axes[1].plot(r["val_accs"], "-o", color=color, label=name)
+        axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="loss (dashed: train, solid: val)")
+        axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+        for ax in axes:
+            ax.grid(alpha=0.3); ax.legend()
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        Each result is a plain dict (`train_losses`, `val_losses`, `train_accs`, `val_accs`,
+        `test_acc`, timings, ...), so it saves as JSON and plots with `jaxcnn.plots`, the
+        course's two figures:
+        """
+    ),
+    code(
+        """
+        plot_loss(results["Adam"], title="Adam: train loss vs val loss")
+        """
+    ),
+    md(
+        """
+        A small grid search (learning rate x weight decay, as the course does) is a loop
+        over `base.replace(...)`; keep `out=None` to write nothing, or give each run an
+        `out` folder to get checkpoints, `results.json`, TensorBoard events and the PNG
+        plots.
+
+        ## The same harness on CIFAR-10
+
+        With the CIFAR-10 python batches on disk (`cifar-10-python.tar.gz` in
+        `~/jaxcnn_data/cifar10`, or `data_dir=...`), `load_dataset` gives the course's
+        40,000 / 10,000 / 10,000 split and the same loop trains the course's CIFAR CNN. It
+        takes minutes per epoch on a CPU, so it is shown here, not run:
+
+        ```python
+        base = TrainConfig(model="cifar_cnn", dataset="cifar10", epochs=20, batch_size=128,
+                           weight_decay=1e-4, augment=True)
+        for name, opt, lr in [("sgd", "sgd", 0.01), ("rmsprop", "rmsprop", 1e-3), ("adam", "adam", 1e-3)]:
+            _, result = experiment(base.replace(optimizer=opt, lr=lr, out=f"runs/cifar10_{name}"))
+        ```
+
+        or from a shell:
+
+        ```
+        jaxcnn train --model cifar_cnn --dataset cifar10 --optimizer adam --lr 1e-3 \\
+                     --weight-decay 1e-4 --epochs 20 --augment --out runs/cifar10_adam
+        ```
+
+        **Takeaways.** A run is a config; `experiment` returns its history; comparing
+        optimizers is a loop. On this easy task all three get close within a few epochs.
+        RMSprop and Adam adapt a per-weight step size, which makes `lr=1e-3` a sound default
+        for them; SGD's learning rate must be tuned per model and batch size.
+        """
+    ),
+]
+
+# ---------------------------------------------------------------------------------------
+# 05 Architectures
+# ---------------------------------------------------------------------------------------
+
+NB05 = [
+    md(
+        """
+        # 5. From LeNet-5 to SE-Net
+
+        The course's case studies, side by side: how many weights each network has and how
+        many multiply-adds one image costs, counted layer by layer by `jaxcnn.summary`
+        (the library behind `jaxcnn summary`) and set against the figures the papers give.
+        Then two building blocks: the 1x1 convolution, and the residual block, checked
+        against its PyTorch twin.
+        """
+    ),
+    SETUP,
+    code(
+        """
+        import jax
+        import jax.numpy as jnp
+        import torch
+        import torchvision
+        from flax import nnx
+
+        from jaxcnn import models, nn
+        from jaxcnn.convert import load_torch_state_dict
+        from jaxcnn.models.resnet import BasicBlock, conv1x1
+        from jaxcnn.summary import count_params, summarize
+        """
+    ),
+    md(
+        """
+        ## Counting without building
+
+        Initialising VGG-16's 138 M random weights takes time and memory that a count does
+        not need. `nnx.eval_shape` builds a model from *shapes* only, and `summarize` only
+        traces shapes. `summarize` takes a concrete model object, so the abstract one is
+        merged back inside `jax.eval_shape`, where its arrays are shape-only tracers:
+        """
+    ),
+    code(
+        """
+        def summarize_abstract(name, **options):
+            \"\"\"summarize(model) for the zoo model `name`, without creating a single weight.\"\"\"
+            abstract = nnx.eval_shape(lambda: models.create(name, rngs=nnx.Rngs(0), **options))
+            graphdef, state = nnx.split(abstract)
+            found = {}
+
+            def trace(state):
+                model = nnx.merge(graphdef, state)
+                found["summary"] = summarize(model, (1, *models.input_size(name)), name=name)
+
+            jax.eval_shape(trace, state)
+            return found["summary"]
+
+        print(summarize_abstract("lenet5").table())
+        """
+    ),
+    code(
+        """
+        # What the papers state (None: the paper gives no figure). Multiply-adds in billions;
+        # the ResNet paper calls multiply-adds "FLOPs".
+        PAPER = {  # name: (parameters in millions, multiply-adds in billions, note)
+            "lenet5": (0.06, None, "LeCun et al. 1998: 60,000 parameters"),
+            "alexnet": (60, None, "Krizhevsky et al. 2012: 60 million parameters"),
+            "vgg16": (138, None, "Simonyan & Zisserman 2015, Table 2"),
+            "googlenet": (None, 1.5, "Szegedy et al. 2015: 1.5 billion multiply-adds"),
+            "resnet18": (None, 1.8, "He et al. 2016, Table 1"),
+            "resnet34": (None, 3.6, "He et al. 2016, Table 1"),
+            "resnet50": (None, 3.8, "He et al. 2016, Table 1"),
+            "densenet121": (None, None, ""),
+            "se_resnet50": (None, 3.87, "Hu et al. 2018, Table 2"),
+        }
+        OPTIONS = {"googlenet": {"aux_logits": False}}   # the paper counts the network without its auxiliary heads
+
+        rows = []
+        for name, (paper_params, paper_madds, note) in PAPER.items():
+            s = summarize_abstract(name, **OPTIONS.get(name, {}))
+            rows.append((name, s.total_params / 1e6, s.total_mult_adds / 1e9, paper_params, paper_madds, s.input_shape))
+
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)
+        print(f"{'model':12s} {'input':>10s} {'params (M)':>11s} {'paper':>6s} {'mult-adds (G)':>14s} {'paper':>6s}")
+        for name, params, madds, p_params, p_madds, shape in rows:
+            print(f"{name:12s} {'x'.join(map(str, shape[1:])):>10s} {params:11.2f} {fmt(p_params, '6.2f'):>6s} "
+                  f"{madds:14.4g} {fmt(p_madds, '6.2f'):>6s}")
+        """
+    ),
+    code(
+        """
+        names = [r[0] for r in rows]
+        fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
+        axes[0].barh(names, [r[1] for r in rows], color="tab:blue")
+        axes[0].set(xscale="log", xlabel="parameters (millions, log scale)", title="weights")
+        axes[1].barh(names, [r[2] for r in rows], color="tab:red")
+        axes[1].set(xscale="log", xlabel="multiply-adds per image (billions, log scale)", title="compute")
+        for ax in axes:
+            ax.grid(alpha=0.3, axis="x")
+        axes[0].invert_yaxis()
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        The counts match the papers, with one instructive exception: ResNet-50 costs 4.1
+        billion multiply-adds here against the paper's 3.8. jaxcnn follows torchvision,
+        whose ResNet-50 ("v1.5") moves the stride-2 of each downsampling bottleneck from
+        the first 1x1 convolution to the 3x3 one, so the 3x3 runs at the higher resolution:
+        a little more compute, a little more accuracy. SE-ResNet-50 inherits the same
+        difference. VGG-16 has the most weights (most of them in its first linear layer) and
+        the most compute; GoogLeNet and the ResNets reach better accuracy with far fewer
+        weights, largely thanks to 1x1 convolutions and global average pooling.
+
+        ## 1x1 convolutions mix channels
+
+        A 1x1 convolution looks at one pixel at a time: at every position it applies the
+        same linear map to the channel vector. It is a `Linear` layer over channels, shared
+        across the image:
+        """
+    ),
+    code(
+        """
+        conv = nn.Conv2d(3, 2, kernel_size=1, rngs=nnx.Rngs(0))       # weight HWIO: (1, 1, 3, 2)
+        x = jax.random.normal(jax.random.key(1), (1, 4, 5, 3))          # NHWC
+        W = conv.weight.get_value()[0, 0]                               # (3, 2): channels in -> out
+        by_hand = jnp.einsum("nhwc,co->nhwo", x, W) + conv.bias.get_value()
+        print("1x1 conv == per-pixel channel mixing:", np.allclose(conv(x), by_hand, atol=1e-6))
+        """
+    ),
+    md(
+        """
+        Its use in Inception and ResNet's bottleneck is to shrink the channels before an
+        expensive 3x3 convolution and restore them after. For 256 channels:
+        """
+    ),
+    code(
+        """
+        shapes_only = lambda *args, **kw: nnx.eval_shape(lambda: nn.Conv2d(*args, bias=False, rngs=nnx.Rngs(0), **kw))
+        plain = shapes_only(256, 256, 3, padding=1)
+        bottleneck = [shapes_only(256, 64, 1), shapes_only(64, 64, 3, padding=1), shapes_only(64, 256, 1)]
+        n_plain, n_bottleneck = count_params(plain), sum(count_params(c) for c in bottleneck)
+        print(f"3x3, 256 -> 256:                     {n_plain:8,d} weights")
+        print(f"1x1 256->64, 3x3 64->64, 1x1 64->256: {n_bottleneck:8,d} weights ({n_plain / n_bottleneck:.1f}x fewer)")
+        """
+    ),
+    md(
+        """
+        ## A residual block, against its PyTorch twin
+
+        A residual block adds its input to its output: $y = \\text{ReLU}(F(x) + x)$, with a
+        1x1 convolution on the shortcut when the shape changes. jaxcnn's `BasicBlock` has
+        torchvision's attribute names, so `jaxcnn.convert` copies a torchvision block's
+        weights by name (OIHW kernels become HWIO). With random BatchNorm statistics, an
+        odd input size and a stride-2 shortcut, the outputs agree to float32 rounding:
+        """
+    ),
+    code(
+        """
+        torch.manual_seed(0)
+        torch_block = torchvision.models.resnet.BasicBlock(
+            32, 64, stride=2,
+            downsample=torch.nn.Sequential(torch.nn.Conv2d(32, 64, 1, stride=2, bias=False),
+                                           torch.nn.BatchNorm2d(64)))
+        for module in torch_block.modules():                # random statistics, so BatchNorm matters
+            if isinstance(module, torch.nn.BatchNorm2d):
+                torch.nn.init.uniform_(module.running_mean, -1, 1)
+                torch.nn.init.uniform_(module.running_var, 0.5, 2)
+                torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+                torch.nn.init.uniform_(module.bias, -0.5, 0.5)
+        torch_block.eval()
+
+        block = BasicBlock(32, 64, stride=2,
+                           downsample=nn.Sequential(conv1x1(32, 64, stride=2, rngs=nnx.Rngs(0)), nn.BatchNorm2d(64)),
+                           rngs=nnx.Rngs(0))
+        load_torch_state_dict(block, torch_block.state_dict())
+        block.eval()
+
+        x = np.random.default_rng(0).normal(size=(2, 32, 15, 15)).astype(np.float32)    # NCHW
+        with torch.no_grad():
+            expected = torch_block(torch.from_numpy(x)).numpy()
+        actual = np.asarray(block(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
+        error = np.abs(actual - expected).max() / np.abs(expected).max()
+        print(f"output {actual.shape} (NCHW); max|jax - torch| / max|torch| = {error:.1e}")
+        assert error <= 1e-5
+        """
+    ),
+    md(
+        """
+        The same weight copy works for whole networks (`jaxcnn convert`, or
+        `jaxcnn.transfer.from_torch_checkpoint("resnet50", "resnet50-0676ba61.pth")` for
+        torchvision's published weights), and `parity_tests/` checks every model of the zoo
+        this way.
+
+        **Takeaways.** Parameters and compute are counted per layer from shapes alone; the
+        papers' figures are reproduced, and where they differ (ResNet-50 v1.5) the
+        difference has a reason. 1x1 convolutions mix channels cheaply; residual blocks add
+        the input back; jaxcnn's blocks compute what torchvision's compute.
+        """
+    ),
+]
+
+# ---------------------------------------------------------------------------------------
+# 06 Transfer learning
+# ---------------------------------------------------------------------------------------
+
+NB06 = [
+    md(
+        """
+        # 6. Transfer learning: a frozen backbone and a new head
+
+        The course fine-tunes a pretrained ResNet-50 in PyTorch:
+
+        ```python
+        model = torchvision.models.resnet50(weights="IMAGENET1K_V2")
+        for p in model.parameters():
+            p.requires_grad = False                      # freeze the backbone
+        model.fc = nn.Sequential(nn.Linear(2048, 500), nn.BatchNorm1d(500), nn.ReLU(),
+                                 nn.Linear(500, num_classes))   # a new head, trainable
+        optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.01, momentum=0.9)
+        ```
+
+        jaxcnn's `jaxcnn.transfer` does the same with an optax mask: frozen parameters get
+        zero updates. To run in seconds without downloading ImageNet weights, the
+        "pretraining" here is done on half of the bundled digits (classes 0-4), and the new
+        task is the other half (classes 5-9) **with only 10 labelled images per class**.
+        """
+    ),
+    SETUP,
+    code(
+        """
+        import jax
+        import optax
+        from flax import nnx
+
+        from jaxcnn import models, nn
+        from jaxcnn.data import ArrayDataset, DeviceLoader, load_dataset, normalize
+        from jaxcnn.train import TrainConfig, Trainer, create_train_state, make_steps, state_to_model
+        from jaxcnn.train.state import variable_values
+        from jaxcnn.transfer import freeze_backbone_mask, make_transfer_optimizer, replace_head
+
+        digits = load_dataset("digits")
+
+        def task(split, classes, per_class=None):
+            \"\"\"The examples of `classes`, relabelled 0..len(classes)-1; optionally the first `per_class` of each.\"\"\"
+            keep = np.concatenate([np.nonzero(split.labels == c)[0][:per_class] for c in classes])
+            keep.sort()
+            sub = split.subset(keep)
+            return ArrayDataset(images=sub.images, labels=np.searchsorted(classes, sub.labels).astype(np.int32),
+                                num_classes=len(classes), name=f"{split.name}{classes}", mean=sub.mean, std=sub.std)
+
+        source = {name: task(split, [0, 1, 2, 3, 4]) for name, split in digits.items()}
+        target_train = task(digits["train"], [5, 6, 7, 8, 9], per_class=10)
+        target_test = task(digits["test"], [5, 6, 7, 8, 9])
+        print(f"source task: {len(source['train'])} training images of 0-4")
+        print(f"target task: {len(target_train)} training images of 5-9, {len(target_test)} test images")
+        """
+    ),
+    md(
+        """
+        ## Pretraining on the source task
+
+        The course's MNIST CNN (`mnist_cnn`: two conv layers, `fc1`, and the classifier
+        `fc2`), trained on digits 0-4 with `Trainer`:
+        """
+    ),
+    code(
+        """
+        pretrain = Trainer(TrainConfig(model="mnist_cnn", num_classes=5, epochs=6, lr=0.05, batch_size=64,
+                                       eval_batch_size=200, progress=False, tensorboard=False, plots=False),
+                           datasets=source)
+        print(f"source test accuracy: {pretrain.fit()['test_acc']:.1f}%")
+        pretrained = pretrain.trained_model()
+        """
+    ),
+    md(
+        """
+        ## A new head on a frozen backbone
+
+        The backbone is the convolutional part (`conv1`, `conv2`); the head is the two
+        linear layers, like the course's two-layer head. `replace_head` swaps the
+        classifier (`model.fc = ...` in PyTorch), `freeze_backbone_mask` marks which
+        parameters train, and `make_transfer_optimizer` gives every frozen parameter a zero
+        update, so neither the gradient, nor momentum, nor weight decay moves it. The
+        training loop is `jaxcnn.train`'s jitted step on a `DeviceLoader`. (Models with
+        BatchNorm in the backbone also need `jaxcnn.transfer.set_transfer_mode` to keep its
+        running statistics fixed; this one has none.)
+        """
+    ),
+    code(
+        """
+        def train_on_target(model, trainable, epochs=25, lr=0.01):
+            \"\"\"Train the parameters under `trainable` on the target task; returns (model, test accuracies).\"\"\"
+            # the mask holds nnx.Variables, the train state plain arrays: take the values
+            mask = variable_values(freeze_backbone_mask(model, trainable))
+            tx = make_transfer_optimizer(optax.sgd(lr, momentum=0.9), mask)
+            graphdef, eval_graphdef, state = create_train_state(model, tx)   # the state takes over model's arrays
+            steps = make_steps(graphdef, eval_graphdef, tx)
+            loader = DeviceLoader(target_train, 10, shuffle=True, seed=0)
+            test_x = normalize(target_test.images, target_train.mean, target_train.std)
+            accuracies = []
+            for epoch in range(epochs):
+                for x, y in loader.iter_epoch(epoch):
+                    state, _ = steps.train_step(state, x, y)
+                metrics = steps.eval_step(state, test_x, target_test.labels)
+                accuracies.append(100 * int(metrics["correct"]) / int(metrics["count"]))
+            return state_to_model(eval_graphdef, state), accuracies
+
+        def new_head(model):
+            \"\"\"Fresh fc1 and fc2 for 5 classes: the backbone keeps conv1 and conv2.\"\"\"
+            model.fc1 = nn.Linear(320, 50, rngs=nnx.Rngs(1))
+            return replace_head(model, lambda n, rngs: nn.Linear(n, 5, rngs=rngs), attribute="fc2", rngs=nnx.Rngs(1))
+
+        HEAD = ("fc1", "fc2")
+        backbone_before = np.asarray(pretrained.conv1.weight.get_value()).copy()
+        transferred, transfer_acc = train_on_target(new_head(pretrained), trainable=HEAD)
+        print("conv1 unchanged by training:", np.array_equal(backbone_before, transferred.conv1.weight.get_value()))
+        print("test accuracy per epoch:", [round(a) for a in transfer_acc])
+        """
+    ),
+    md(
+        """
+        Two baselines on the same 50 images: the same new head on a *random* frozen
+        backbone, and the whole network trained from scratch.
+        """
+    ),
+    code(
+        """
+        fresh = lambda: models.create("mnist_cnn", num_classes=5, rngs=nnx.Rngs(0))
+        _, random_acc = train_on_target(new_head(fresh()), trainable=HEAD)
+        _, scratch_acc = train_on_target(fresh(), trainable=("conv1", "conv2", "fc1", "fc2"))
+
+        fig, ax = plt.subplots(figsize=(10, 5))
+        for label, acc in (("pretrained backbone (frozen), new head", transfer_acc),
+                           ("random backbone (frozen), new head", random_acc),
+                           ("whole network from scratch", scratch_acc)):
+            ax.plot(range(1, len(acc) + 1), acc, "-o", markersize=4,
+                    label=f"{label}: epoch 3 {acc[2]:.0f}%, last {acc[-1]:.0f}%")
+        ax.set(xlabel="epoch (5 steps of 10 images)", ylabel="test accuracy on 5-9 (%)",
+               title="10 labelled images per class")
+        ax.grid(alpha=0.3); ax.legend(loc="lower right")
+        fig.tight_layout()
+        plt.show()
+        """
+    ),
+    md(
+        """
+        Features learned on digits 0-4 (strokes, curves, their arrangements) also describe
+        5-9, so the head on the pretrained backbone starts from useful features and is
+        ahead in the first epochs. On a task this easy the baselines catch up given enough
+        epochs over the same 50 images (compare the last epochs above). Transfer pays most
+        where labels are few and the task is hard, as with photographs and an ImageNet
+        backbone.
+
+        ## With real pretrained weights
+
+        The course's version, with torchvision's ImageNet ResNet-50 (the `.pth` file from
+        torchvision's model hub) and the course's head, not executed here:
+
+        ```python
+        from jaxcnn.transfer import (freeze_backbone_mask, from_torch_checkpoint,
+                                     make_transfer_optimizer, replace_head, set_transfer_mode)
+
+        model = from_torch_checkpoint("resnet50", "resnet50-11ad3fa6.pth")   # strict weight copy
+        replace_head(model, num_classes, rngs=nnx.Rngs(0))   # fc = Linear(2048, 500), BN, ReLU, Linear
+        mask = freeze_backbone_mask(model)                   # only fc.* trains
+        tx = make_transfer_optimizer(optax.sgd(0.01, momentum=0.9), mask)
+        set_transfer_mode(model, train=True)                 # backbone BatchNorm keeps its statistics
+        ```
+
+        **Takeaways.** Transfer learning reuses a backbone's features: freeze it, replace
+        the head, train only the head. It gives a head start, and pays most when the new
+        task has few labels.
+        """
+    ),
+]
+
 
 # ---------------------------------------------------------------------------------------
 # Building and executing
@@ -710,6 +1415,10 @@ NB02 = [
 NOTEBOOKS: dict[str, list] = {
     "01_convolution.ipynb": NB01,
     "02_pooling.ipynb": NB02,
+    "03_mnist_mlp_vs_cnn.ipynb": NB03,
+    "04_experiment_harness.ipynb": NB04,
+    "05_architectures.ipynb": NB05,
+    "06_transfer_learning.ipynb": NB06,
 }
 
 
