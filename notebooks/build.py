@@ -628,7 +628,7 @@ NB02 = [
                 lambda *, rngs, num_classes=10: SmallGapVGG(num_classes, rngs=rngs))
 
         trainer = Trainer(TrainConfig(model="small_gap_vgg", epochs=8, optimizer="adam", lr=0.01,
-                                      batch_size=64, eval_batch_size=180, progress=False,
+                                      batch_size=64, drop_last=True, eval_batch_size=180, progress=False,
                                       tensorboard=False, plots=False), datasets=splits)
         result = trainer.fit()
         print(f"test accuracy after {result['epochs']} epochs: {result['test_acc']:.1f}%")
@@ -821,12 +821,14 @@ NB03 = [
         `experiment(config)` is the course's `experiment(partition, args)`: it trains,
         validates after every epoch and returns the curves and the test accuracy. `Trainer`
         is the same run as an object, which keeps the trained model at hand. The defaults
-        are SGD with momentum 0.9 and a cosine learning-rate schedule.
+        are SGD with momentum 0.9 and a cosine learning-rate schedule. `drop_last=True`
+        drops the last, smaller batch of each epoch, so every step has the same shape and
+        the jitted step compiles once.
         """
     ),
     code(
         """
-        common = dict(dataset="digits", batch_size=64, eval_batch_size=180, progress=False,
+        common = dict(dataset="digits", batch_size=64, drop_last=True, eval_batch_size=180, progress=False,
                       tensorboard=False, plots=False)
         _, mlp_result = experiment(TrainConfig(model="mlp", epochs=12, lr=0.2, **common))
         cnn = Trainer(TrainConfig(model="mnist_cnn", epochs=10, lr=0.05, **common))
@@ -945,7 +947,7 @@ NB04 = [
         from jaxcnn.plots import plot_accuracy, plot_loss
         from jaxcnn.train import TrainConfig, experiment
 
-        base = TrainConfig(model="mnist_cnn", dataset="digits", epochs=6, batch_size=64,
+        base = TrainConfig(model="mnist_cnn", dataset="digits", epochs=6, batch_size=64, drop_last=True,
                            eval_batch_size=180, weight_decay=1e-4, schedule="constant",
                            progress=False, tensorboard=False, plots=False)
         configs = {
@@ -1298,7 +1300,7 @@ NB06 = [
     ),
     code(
         """
-        pretrain = Trainer(TrainConfig(model="mnist_cnn", num_classes=5, epochs=6, lr=0.05, batch_size=64,
+        pretrain = Trainer(TrainConfig(model="mnist_cnn", num_classes=5, epochs=6, lr=0.05, batch_size=64, drop_last=True,
                                        eval_batch_size=200, progress=False, tensorboard=False, plots=False),
                            datasets=source)
         print(f"source test accuracy: {pretrain.fit()['test_acc']:.1f}%")
