@@ -19,9 +19,13 @@ from jaxcnn.lessons.convolution import (
     Layer,
     ReceptiveField,
     conv2d_naive,
+    conv2d_naive_backward,
+    conv_input_grad2d,
+    conv_kernel_grad2d,
     conv_output_size,
     convolve2d,
     cross_correlate2d,
+    dilate2d,
     effective_kernel_size,
     flip_kernel,
     receptive_field,
@@ -481,6 +485,198 @@ def test_receptive_field_matches_autograd(stack):
     first, final = seen.min().item(), seen.max().item()
     assert final - first + 1 == last.size
     assert (first + final) / 2 == last.start + unit * last.jump
+
+
+# --------------------------------------------------------------------------------------
+# Backward pass: against scipy.signal, torch autograd and jax.grad
+# --------------------------------------------------------------------------------------
+
+
+def assert_close_to_scale(actual, expected, rtol):
+    """The project's parity rule: max|actual - expected| <= rtol * max|expected|."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    scale = max(float(np.max(np.abs(expected))), 1e-30)
+    assert float(np.max(np.abs(actual - expected))) <= rtol * scale
+
+
+def test_dilate2d_inserts_zeros():
+    np.testing.assert_array_equal(dilate2d(np.array([[1, 2, 3]]), (1, 3)), [[1, 0, 0, 2, 0, 0, 3]])
+    np.testing.assert_array_equal(dilate2d(np.array([[5]]), 4), [[5]])
+    # A dilated kernel is the dense kernel the forward pass uses.
+    rng = np.random.default_rng(7)
+    image, kernel = rng.normal(size=(9, 8)), rng.normal(size=(2, 3))
+    np.testing.assert_allclose(
+        cross_correlate2d(image, kernel, dilation=(3, 2)),
+        cross_correlate2d(image, dilate2d(kernel, (3, 2))),
+    )
+    with pytest.raises(ValueError):
+        dilate2d(np.ones((2, 2)), 0)
+
+
+def test_stride1_gradients_are_full_convolution_and_valid_cross_correlation():
+    rng = np.random.default_rng(8)
+    image, kernel = rng.normal(size=(6, 7)), rng.normal(size=(3, 2))
+    grad = rng.normal(size=(4, 6))
+    np.testing.assert_allclose(
+        conv_input_grad2d(grad, kernel, image.shape),
+        scipy.signal.convolve2d(grad, kernel, mode="full"),
+    )
+    np.testing.assert_allclose(
+        conv_kernel_grad2d(image, grad, kernel.shape),
+        scipy.signal.correlate2d(image, grad, mode="valid"),
+    )
+
+
+def test_gradient_of_one_output_is_the_kernel_placed_at_its_window():
+    # dY[i, j]/dX is K placed at the window of (i, j): stride 2, padding 1 crops the corner.
+    kernel = np.arange(1.0, 10.0).reshape(3, 3)
+    grad = np.zeros((4, 4))  # (7 + 2 - 3) // 2 + 1 = 4
+    grad[1, 2] = 1.0
+    expected_padded = np.zeros((9, 9))
+    expected_padded[2:5, 4:7] = kernel
+    expected = expected_padded[1:-1, 1:-1]
+    actual = conv_input_grad2d(grad, kernel, (7, 7), stride=2, padding=1)
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_unused_input_rows_get_zero_gradient():
+    # 8 pixels, kernel 3, stride 3: pixels 6 and 7 are never read.
+    rng = np.random.default_rng(9)
+    grad = rng.normal(size=(2, 1))
+    actual = conv_input_grad2d(grad, rng.normal(size=(3, 1)), (8, 1), stride=3)
+    assert actual.shape == (8, 1)
+    np.testing.assert_array_equal(actual[6:], 0.0)
+    assert np.all(actual[:6] != 0.0)
+
+
+def test_backward_rejects_mismatched_grad_output():
+    with pytest.raises(ValueError, match="grad_output"):
+        conv_input_grad2d(np.ones((3, 3)), np.ones((2, 2)), (5, 5))
+    with pytest.raises(ValueError, match="grad_output"):
+        conv_kernel_grad2d(np.ones((5, 5)), np.ones((3, 3)), (2, 2), stride=2)
+    with pytest.raises(ValueError, match="shapes"):
+        conv2d_naive_backward(np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3)), np.ones((1, 2, 3, 3)))
+
+
+def torch_single_channel_grads(image, kernel, grad, stride, padding, dilation):
+    x = torch.from_numpy(image)[None, None].requires_grad_(True)
+    k = torch.from_numpy(kernel)[None, None].requires_grad_(True)
+    y = torch_F.conv2d(x, k, stride=stride, padding=padding, dilation=dilation)
+    grad_x, grad_k = torch.autograd.grad(y, (x, k), torch.from_numpy(grad)[None, None])
+    return grad_x[0, 0].numpy(), grad_k[0, 0].numpy()
+
+
+def jax_single_channel_grads(image, kernel, grad, stride, padding, dilation):
+    import jax
+
+    from jaxcnn.nn.functional import conv2d
+
+    def forward(x, k):  # one NHWC image, one HWIO kernel
+        y = conv2d(x[None, :, :, None], k[:, :, None, None], stride=stride, padding=padding,
+                   dilation=dilation)  # fmt: skip
+        return y[0, :, :, 0]
+
+    _, vjp = jax.vjp(forward, image.astype(np.float32), kernel.astype(np.float32))
+    grad_x, grad_k = vjp(grad.astype(np.float32))
+    return np.asarray(grad_x), np.asarray(grad_k)
+
+
+def scipy_single_channel_grads(image, kernel, grad, stride, padding, dilation):
+    """The two identities written with scipy.signal and explicit zero insertion."""
+    spread = dilate_kernel(grad, stride)  # zero-insertion, the helper of the forward tests
+    dense = dilate_kernel(kernel, dilation)
+    full = scipy.signal.convolve2d(spread, dense, mode="full")
+    padded_shape = (image.shape[0] + 2 * padding[0], image.shape[1] + 2 * padding[1])
+    grad_padded = np.zeros(padded_shape)
+    grad_padded[: full.shape[0], : full.shape[1]] = full
+    grad_x = grad_padded[padding[0] : padded_shape[0] - padding[0],
+                         padding[1] : padded_shape[1] - padding[1]]  # fmt: skip
+    padded = np.pad(image, ((padding[0],) * 2, (padding[1],) * 2))
+    correlation = scipy.signal.correlate2d(padded, spread, mode="valid")
+    grad_k = correlation[:: dilation[0], :: dilation[1]][: kernel.shape[0], : kernel.shape[1]]
+    return grad_x, grad_k
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    image_h=st.integers(1, 9),
+    image_w=st.integers(1, 9),
+    kernel_h=st.integers(1, 4),
+    kernel_w=st.integers(1, 4),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    seed=st.integers(0, 2**16),
+)
+def test_fuzzed_single_channel_gradients_match_torch_jax_and_scipy(
+    image_h, image_w, kernel_h, kernel_w, stride, padding, dilation, seed
+):
+    assume(dilation[0] * (kernel_h - 1) + 1 <= image_h + 2 * padding[0])
+    assume(dilation[1] * (kernel_w - 1) + 1 <= image_w + 2 * padding[1])
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(image_h, image_w))
+    kernel = rng.normal(size=(kernel_h, kernel_w))
+    out_shape = cross_correlate2d(image, kernel, stride, padding, dilation).shape
+    grad = rng.normal(size=out_shape)
+    grad_x = conv_input_grad2d(grad, kernel, image.shape, stride, padding, dilation)
+    grad_k = conv_kernel_grad2d(image, grad, kernel.shape, stride, padding, dilation)
+    assert grad_x.shape == image.shape and grad_k.shape == kernel.shape
+
+    for reference, rtol in (
+        (torch_single_channel_grads, 1e-10),  # float64
+        (scipy_single_channel_grads, 1e-10),
+        (jax_single_channel_grads, 1e-5),  # float32
+    ):
+        expected_x, expected_k = reference(image, kernel, grad, stride, padding, dilation)
+        assert_close_to_scale(grad_x, expected_x, rtol)
+        assert_close_to_scale(grad_k, expected_k, rtol)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    groups=st.integers(1, 2),
+    in_per_group=st.integers(1, 2),
+    out_per_group=st.integers(1, 2),
+    size=st.tuples(st.integers(3, 8), st.integers(3, 8)),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    seed=st.integers(0, 2**16),
+)
+def test_fuzzed_layer_backward_matches_torch_autograd_and_jax_grad(
+    batch, groups, in_per_group, out_per_group, size, kernel, stride, padding, dilation, seed
+):
+    import jax
+
+    from jaxcnn.nn.functional import conv2d
+
+    assume(all(d * (k - 1) + 1 <= n + 2 * p for n, k, p, d in zip(size, kernel, padding, dilation)))
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, in_per_group * groups, *size))
+    weight = rng.normal(size=(out_per_group * groups, in_per_group, *kernel))
+    bias = rng.normal(size=(out_per_group * groups,))
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    grad = rng.normal(size=conv2d_naive(x, weight, bias, **options).shape)
+    actual = conv2d_naive_backward(x, weight, grad, **options)
+
+    tensors = [torch.from_numpy(a).requires_grad_(True) for a in (x, weight, bias)]
+    y = torch_F.conv2d(*tensors, **options)
+    expected = torch.autograd.grad(y, tensors, torch.from_numpy(grad))
+    for a, e in zip(actual, expected):
+        assert_close_to_scale(a, e.numpy(), 1e-10)
+
+    def forward(x_nhwc, w_hwio, b):
+        return conv2d(x_nhwc, w_hwio, b, **options)
+
+    f32 = lambda a: a.astype(np.float32)  # noqa: E731
+    _, vjp = jax.vjp(forward, f32(x.transpose(0, 2, 3, 1)), f32(weight.transpose(2, 3, 1, 0)), f32(bias))
+    grad_x, grad_w, grad_b = vjp(f32(grad.transpose(0, 2, 3, 1)))
+    assert_close_to_scale(actual[0], np.asarray(grad_x).transpose(0, 3, 1, 2), 1e-5)
+    assert_close_to_scale(actual[1], np.asarray(grad_w).transpose(3, 2, 0, 1), 1e-5)
+    assert_close_to_scale(actual[2], np.asarray(grad_b), 1e-5)
 
 
 # --------------------------------------------------------------------------------------

@@ -103,6 +103,31 @@ kernel: the output is the *sum over input channels* of the 2-D cross-correlation
 bias. With ``groups = g`` the channels are split into ``g`` independent groups, and each
 output channel only sums over the input channels of its own group. :func:`conv2d_naive`
 spells this out with loops, in PyTorch's NCHW/OIHW layout.
+
+The backward pass is convolution too
+------------------------------------
+Training needs the gradients of a loss ``L`` with respect to the layer's input and kernel,
+given ``G = dL/dY``, the gradient with respect to the output. With stride 1, no padding and
+no dilation, ``Y[i, j] = sum_a sum_b X[i + a, j + b] * K[a, b]`` gives::
+
+    dL/dX = full *convolution* of G with K            (G padded by k - 1 on every side)
+    dL/dK = cross-correlation of X with G             (valid: a k_h x k_w result)
+
+Each input pixel ``X[u, v]`` met kernel tap ``K[a, b]`` in output ``Y[u - a, v - b]``, so
+its gradient sums ``G[u - a, v - b] * K[a, b]``: the index runs backwards through ``K``, the
+definition of a true convolution (the flip that forward layers skip comes back here). Each
+kernel tap met input ``X[i + a, j + b]`` in output ``(i, j)``, so its gradient sums
+``X[i + a, j + b] * G[i, j]``: a cross-correlation with ``G`` playing the kernel.
+
+Stride, padding and dilation fit the same two formulas. A stride-``s`` layer computes every
+``s``-th output of the stride-1 layer, so its gradient is the stride-1 gradient with the
+missing outputs' gradients set to zero: insert ``s - 1`` zeros between the entries of ``G``
+(:func:`dilate2d`). A dilated kernel is a dense kernel with ``d - 1`` zeros between its
+taps, so dilate ``K`` the same way. Padding only adds input pixels: compute the gradient of
+the padded input and crop ``p`` from each side. When the stride leaves the last rows or
+columns of the input unused, their gradient is zero. :func:`conv_input_grad2d` and
+:func:`conv_kernel_grad2d` implement this for one channel, :func:`conv2d_naive_backward`
+for a multi-channel layer; they match ``jax.grad`` and ``torch.autograd``.
 """
 
 from __future__ import annotations
@@ -116,9 +141,13 @@ __all__ = [
     "Layer",
     "ReceptiveField",
     "conv2d_naive",
+    "conv2d_naive_backward",
+    "conv_input_grad2d",
+    "conv_kernel_grad2d",
     "conv_output_size",
     "convolve2d",
     "cross_correlate2d",
+    "dilate2d",
     "effective_kernel_size",
     "flip_kernel",
     "pad2d",
@@ -410,6 +439,203 @@ def conv2d_naive(
             if bias is not None:
                 output[n, o] += bias[o]
     return output[0] if single_image else output
+
+
+# --------------------------------------------------------------------------------------
+# Backward pass
+# --------------------------------------------------------------------------------------
+
+
+def dilate2d(array: np.ndarray, factor: IntOrPair) -> np.ndarray:
+    """Insert ``factor - 1`` zeros between neighbouring entries of a 2-D array.
+
+    An ``(h, w)`` array becomes ``((h - 1) * fh + 1, (w - 1) * fw + 1)``; ``factor`` is an int
+    or a ``(rows, columns)`` pair. Dilating a kernel gives the dense kernel a dilated
+    convolution uses; dilating an output gradient undoes a stride.
+
+    >>> dilate2d(np.array([[1, 2], [3, 4]]), 2)
+    array([[1, 0, 2],
+           [0, 0, 0],
+           [3, 0, 4]])
+    """
+    array = np.asarray(array)
+    _check_2d(array, "array")
+    factor_h, factor_w = _as_pair(factor, "factor")
+    if factor_h <= 0 or factor_w <= 0:
+        raise ValueError(f"factor must be positive, got {factor!r}")
+    height, width = array.shape
+    dilated = np.zeros(((height - 1) * factor_h + 1, (width - 1) * factor_w + 1), array.dtype)
+    dilated[::factor_h, ::factor_w] = array
+    return dilated
+
+
+def _check_grad_shape(grad_output, image_shape, kernel_shape, stride, padding, dilation) -> None:
+    expected = tuple(
+        conv_output_size(n, k, s, p, d)
+        for n, k, s, p, d in zip(image_shape, kernel_shape, stride, padding, dilation)
+    )
+    if grad_output.shape != expected:
+        raise ValueError(
+            f"grad_output has shape {grad_output.shape}, but a {image_shape} input and a "
+            f"{kernel_shape} kernel give a {expected} output"
+        )
+
+
+def conv_input_grad2d(
+    grad_output: np.ndarray,
+    kernel: np.ndarray,
+    input_shape: Sequence[int],
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+) -> np.ndarray:
+    """Gradient of :func:`cross_correlate2d` with respect to its input: a *true* convolution.
+
+    ``dL/dX`` = the full convolution of the output gradient ``G`` with the kernel, after
+    inserting ``stride - 1`` zeros between the entries of ``G`` and ``dilation - 1`` between
+    the kernel taps (:func:`dilate2d`); then the padding is cropped off. Input rows/columns
+    that the stride left unused get zero.
+
+    Args:
+      grad_output: ``(H_out, W_out)`` gradient of the loss with respect to the output.
+      kernel: ``(kh, kw)`` kernel of the forward pass.
+      input_shape: ``(H, W)`` of the forward input (the stride hides its exact size).
+      stride, padding, dilation: those of the forward pass (ints or pairs).
+
+    Returns:
+      ``(H, W)`` gradient with respect to the input.
+
+    >>> G = np.array([[1, 0], [0, 0]])      # only Y[0, 0] matters
+    >>> conv_input_grad2d(G, np.array([[0, 1], [2, 3]]), (3, 3))
+    array([[0, 1, 0],
+           [2, 3, 0],
+           [0, 0, 0]])
+    """
+    grad_output = np.asarray(grad_output)
+    kernel = np.asarray(kernel)
+    _check_2d(grad_output, "grad_output")
+    _check_2d(kernel, "kernel")
+    stride, padding, dilation = (
+        _as_pair(stride, "stride"), _as_pair(padding, "padding"), _as_pair(dilation, "dilation")
+    )  # fmt: skip
+    input_shape = _as_pair(input_shape, "input_shape")
+    _check_grad_shape(grad_output, input_shape, kernel.shape, stride, padding, dilation)
+
+    spread = dilate2d(grad_output, stride)  # the stride-1 output gradient, zeros where skipped
+    dense_kernel = dilate2d(kernel, dilation)  # the dilated kernel as a dense one
+    full_padding = (dense_kernel.shape[0] - 1, dense_kernel.shape[1] - 1)
+    grad_padded = convolve2d(spread, dense_kernel, padding=full_padding)  # full convolution
+    # The stride may leave the last padded rows/columns unused: their gradient is zero.
+    padded_h, padded_w = input_shape[0] + 2 * padding[0], input_shape[1] + 2 * padding[1]
+    grad_padded = np.pad(
+        grad_padded,
+        ((0, padded_h - grad_padded.shape[0]), (0, padded_w - grad_padded.shape[1])),
+    )
+    return grad_padded[padding[0] : padded_h - padding[0], padding[1] : padded_w - padding[1]]
+
+
+def conv_kernel_grad2d(
+    image: np.ndarray,
+    grad_output: np.ndarray,
+    kernel_shape: Sequence[int],
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+) -> np.ndarray:
+    """Gradient of :func:`cross_correlate2d` with respect to its kernel: a cross-correlation.
+
+    ``dL/dK`` = the cross-correlation of the zero-padded input with the output gradient
+    ``G``, after inserting ``stride - 1`` zeros between the entries of ``G``; a dilated
+    kernel's taps sit ``dilation`` pixels apart, so every ``dilation``-th result is kept.
+
+    Args:
+      image: ``(H, W)`` forward input.
+      grad_output: ``(H_out, W_out)`` gradient of the loss with respect to the output.
+      kernel_shape: ``(kh, kw)`` of the forward kernel.
+      stride, padding, dilation: those of the forward pass (ints or pairs).
+
+    Returns:
+      ``(kh, kw)`` gradient with respect to the kernel.
+
+    >>> X = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    >>> conv_kernel_grad2d(X, np.ones((2, 2), int), (2, 2))   # L = sum(Y)
+    array([[ 8, 12],
+           [20, 24]])
+    """
+    image = np.asarray(image)
+    grad_output = np.asarray(grad_output)
+    _check_2d(image, "image")
+    _check_2d(grad_output, "grad_output")
+    stride, padding, dilation = (
+        _as_pair(stride, "stride"), _as_pair(padding, "padding"), _as_pair(dilation, "dilation")
+    )  # fmt: skip
+    kernel_h, kernel_w = _as_pair(kernel_shape, "kernel_shape")
+    _check_grad_shape(grad_output, image.shape, (kernel_h, kernel_w), stride, padding, dilation)
+
+    correlation = cross_correlate2d(pad2d(image, padding), dilate2d(grad_output, stride))
+    # Tap (a, b) of a dilated kernel read the input at offset (a * dh, b * dw).
+    return correlation[:: dilation[0], :: dilation[1]][:kernel_h, :kernel_w]
+
+
+def conv2d_naive_backward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    grad_output: np.ndarray,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward pass of :func:`conv2d_naive`, built from the single-channel gradients.
+
+    Output channel ``o`` of group ``g`` used input channel ``c`` through ``weight[o, c']``, so
+    ``grad_x[n, c]`` sums :func:`conv_input_grad2d` over the output channels of its group and
+    ``grad_weight[o, c']`` sums :func:`conv_kernel_grad2d` over the batch.
+
+    Args:
+      x: ``(N, C_in, H, W)`` (NCHW) forward input.
+      weight: ``(C_out, C_in // groups, kh, kw)`` (OIHW).
+      grad_output: ``(N, C_out, H_out, W_out)`` gradient of the loss with respect to the output.
+      stride, padding, dilation, groups: those of the forward pass.
+
+    Returns:
+      ``(grad_x, grad_weight, grad_bias)`` shaped like ``x``, ``weight`` and ``(C_out,)``.
+    """
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    grad_output = np.asarray(grad_output)
+    if x.ndim != 4 or weight.ndim != 4 or grad_output.ndim != 4:
+        raise ValueError(
+            f"x, weight and grad_output must be 4-D (NCHW, OIHW, NCHW), got {x.shape}, "
+            f"{weight.shape}, {grad_output.shape}"
+        )
+    batch, in_channels, height, width = x.shape
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
+    if groups <= 0 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"channels ({in_channels}, {out_channels}) must divide by groups ({groups})")
+    if in_per_group != in_channels // groups or grad_output.shape[:2] != (batch, out_channels):
+        raise ValueError(
+            f"shapes do not fit: x {x.shape}, weight {weight.shape}, grad_output "
+            f"{grad_output.shape}, groups={groups}"
+        )
+    out_per_group = out_channels // groups
+    options = dict(stride=stride, padding=padding, dilation=dilation)
+
+    dtype = np.result_type(x, weight, grad_output)
+    grad_x = np.zeros(x.shape, dtype)
+    grad_weight = np.zeros(weight.shape, dtype)
+    for n in range(batch):
+        for o in range(out_channels):
+            first_in_channel = (o // out_per_group) * in_per_group
+            for c in range(in_per_group):
+                grad_x[n, first_in_channel + c] += conv_input_grad2d(
+                    grad_output[n, o], weight[o, c], (height, width), **options
+                )
+                grad_weight[o, c] += conv_kernel_grad2d(
+                    x[n, first_in_channel + c], grad_output[n, o], (kernel_h, kernel_w), **options
+                )
+    grad_bias = grad_output.sum(axis=(0, 2, 3)).astype(dtype)
+    return grad_x, grad_weight, grad_bias
 
 
 # --------------------------------------------------------------------------------------
