@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flax import nnx
+
+from jaxcnn.errors import UnknownNameError, UserError
+
+_T = TypeVar("_T")
 
 _CONSTRUCTORS: dict[str, Callable[..., nnx.Module]] = {}
 _INPUT_SIZES: dict[str, tuple[int, int, int]] = {}
@@ -31,7 +36,7 @@ def register(name: str, input_size: tuple[int, int, int] = IMAGENET_INPUT_SIZE):
 def input_size(name: str) -> tuple[int, int, int]:
     """The usual ``(H, W, C)`` input of model ``name`` (NHWC without the batch axis)."""
     if name not in _INPUT_SIZES:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+        raise UnknownNameError("model", name, names())
     return _INPUT_SIZES[name]
 
 
@@ -48,7 +53,34 @@ def create(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None =
     options go to the model (e.g. ``zero_init_residual``, ``aux_logits``). Inputs are NHWC.
     """
     if name not in _CONSTRUCTORS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+        raise UnknownNameError("model", name, names())
     if num_classes is not None:
         options["num_classes"] = num_classes
     return _CONSTRUCTORS[name](rngs=rngs if rngs is not None else nnx.Rngs(seed), **options)
+
+
+class InputSizeError(UserError, ValueError):
+    """A model cannot take the requested ``(H, W, C)`` input (also a ``ValueError``)."""
+
+
+def check_input_size(name: str, input_size: tuple[int, ...], trace: Callable[[], _T]) -> _T:
+    """Return ``trace()`` (e.g. a ``jax.eval_shape`` of model ``name`` on an ``input_size``
+    (H, W, C) input); when it fails with ``ValueError``/``TypeError`` on a size other than the
+    model's usual one, raise :class:`InputSizeError` instead (on the usual size it is a bug and
+    propagates)."""
+    try:
+        return trace()
+    except (ValueError, TypeError) as error:
+        usual = input_size_or_none(name)
+        if usual is None or tuple(input_size) == usual:
+            raise
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise InputSizeError(
+            f"{name} cannot take a {'x'.join(map(str, input_size))} (HxWxC) input ({first[:200]})",
+            f"use its usual {'x'.join(map(str, usual))} input or a size its layers fit",
+        ) from error
+
+
+def input_size_or_none(name: str) -> tuple[int, int, int] | None:
+    """:func:`input_size` of ``name``, or ``None`` for an unknown name."""
+    return _INPUT_SIZES.get(name)
