@@ -134,8 +134,9 @@ def as_user_error(error: BaseException, user_paths: Iterable[str | os.PathLike] 
     if isinstance(error, UserError):
         return error
     if _is_instance(error, "jaxcnn.convert.mapping", "StateDictError"):
+        text = one_line(error)
         return UserError(
-            f"the state dict does not fit the model: {_first_line(str(error))}",
+            f"the state dict does not fit the model: {text if len(text) <= 300 else text[:297] + '...'}",
             "check that the file holds this model's weights (and --num-classes, --strip-prefix)",
         )
     if _is_instance(error, "jaxcnn.data.arrays", "DatasetError"):

@@ -463,17 +463,23 @@ class Trainer:
         return result
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
-        current = self.config.to_dict()
-        diffs = sorted(
-            k for k in current
-            if k not in _RESUMABLE_CHANGES and k in saved and _norm(saved[k]) != _norm(current[k])
-        )  # fmt: skip
-        if diffs:
-            details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {current[k]!r}" for k in diffs)
-            raise ConfigMismatchError(
-                f"cannot resume: the config differs from the checkpoint's ({details})",
-                "resume with the run's own settings (its config.json), or start a new run in another --out",
-            )
+        check_resumable(saved, self.config.to_dict())
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """:class:`ConfigMismatchError` when the config ``current`` (a ``TrainConfig.to_dict()``)
+    differs from the checkpoint's ``saved`` in a field other than the resumable ones (output,
+    epochs, max_steps, checkpointing and logging). Shared with ``torch_ref/train.py``."""
+    diffs = sorted(
+        k for k in current
+        if k not in _RESUMABLE_CHANGES and k in saved and _norm(saved[k]) != _norm(current[k])
+    )  # fmt: skip
+    if diffs:
+        details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {current[k]!r}" for k in diffs)
+        raise ConfigMismatchError(
+            f"cannot resume: the config differs from the checkpoint's ({details})",
+            "resume with the run's own settings (its config.json), or start a new run in another --out",
+        )
 
 
 def _norm(value: Any) -> Any:
