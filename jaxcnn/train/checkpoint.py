@@ -265,13 +265,20 @@ class RunCheckpointer:
                     json.loads(path.read_text())
                 except (OSError, UnicodeDecodeError, ValueError) as error:
                     raise CheckpointDamagedError(step, f"{path.relative_to(root)}: {_short(error)}") from error
+        database = {"driver": "ocdbt", "base": f"file://{state_dir}/"}
         try:
-            kvstore = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{state_dir}/"}).result()
-            keys = kvstore.list().result()
+            kvstore = ts.KvStore.open(database).result()
+            keys = [k.decode() for k in kvstore.list().result()]
             if not keys:
                 raise ValueError("the array database is empty")
             for key in keys:
-                kvstore.read(key).result()
+                if kvstore.read(key).result().state != "value":
+                    raise ValueError(f"{key} is missing")
+            for key in keys:  # decode every array (a missing data file can read as an empty chunk)
+                for marker, driver in (("/.zarray", "zarr"), ("/zarr.json", "zarr3")):
+                    if key.endswith(marker):
+                        path = key[: -len(marker)]
+                        ts.open({"driver": driver, "kvstore": {**database, "path": path + "/"}}).result().read().result()
         except Exception as error:  # TensorStore reports damage as ValueError/OSError with a status code
             raise CheckpointDamagedError(step, f"state: {_short(error)}") from error
 
@@ -306,7 +313,7 @@ class RunCheckpointer:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(arrays)))
             )
-        except (ValueError, KeyError, TypeError, OSError) as error:
+        except Exception as error:  # orbax wraps TensorStore's read errors in a plain Exception
             raise CheckpointDamagedError(step, f"state: {_short(error)}") from error
         return arrays_to_state(template, restored.state), meta
 
