@@ -38,22 +38,43 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, command: str, *frag
     return line
 
 
+CASES = [
+    pytest.param(["train", "--model", "mlpp"], "train", ["'mlpp'", "did you mean 'mlp'"], id="model"),
+    pytest.param(["train", "--dataset", "mnits"], "train", ["did you mean 'mnist'"], id="dataset"),
+    pytest.param(["train", "--optimizer", "adm"], "train", ["did you mean 'adam'"], id="optimizer"),
+    pytest.param(["summary", "resnet19"], "summary", ["did you mean 'resnet18'"], id="summary-model"),
+    pytest.param(["train", "--dataset", "mnist", "--data-dir", "{tmp}/no_such_folder"], "train",
+                 ["train-images-idx3-ubyte"], id="missing-data"),  # fmt: skip
+    pytest.param(["summary", "mnist_cnn", "--input-size", "4", "4", "1"], "summary", ["cannot take a 4x4x1", "28x28x1"],
+                 id="input-size"),  # fmt: skip
+    pytest.param(["evaluate", "--checkpoint", "{tmp}/no_run"], "evaluate", ["no checkpoint"], id="no-checkpoint"),
+]
+# the same mechanism as "model" (argparse choices): through a subprocess only with --runslow
+_SAME_AS_MODEL = {"dataset", "optimizer", "summary-model"}
+
+
 @pytest.mark.parametrize(
     "argv, command, fragments",
-    [
-        (["train", "--model", "mlpp"], "train", ["'mlpp'", "did you mean 'mlp'"]),
-        (["train", "--dataset", "mnits"], "train", ["did you mean 'mnist'"]),
-        (["train", "--optimizer", "adm"], "train", ["did you mean 'adam'"]),
-        (["summary", "resnet19"], "summary", ["did you mean 'resnet18'"]),
-        (["train", "--dataset", "mnist", "--data-dir", "{tmp}/no_such_folder"], "train", ["train-images-idx3-ubyte"]),
-        (["summary", "mnist_cnn", "--input-size", "4", "4", "1"], "summary", ["cannot take a 4x4x1", "28x28x1"]),
-        (["evaluate", "--checkpoint", "{tmp}/no_run"], "evaluate", ["no checkpoint"]),
-    ],
-    ids=["model", "dataset", "optimizer", "summary-model", "missing-data", "input-size", "no-checkpoint"],
+    [pytest.param(*c.values, id=c.id, marks=[pytest.mark.slow] if c.id in _SAME_AS_MODEL else []) for c in CASES],
 )
 def test_user_mistake_is_one_line_and_status_2(tmp_path, argv, command, fragments):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert_one_line_error(jaxcnn(*argv, cwd=tmp_path), command, *fragments)
+
+
+@pytest.mark.parametrize("argv, command, fragments", CASES)
+def test_user_mistake_in_process(tmp_path, capsys, argv, command, fragments):
+    """Every case again, in this process (no interpreter start-up): status 2, one line."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse exits itself
+        status = exit_.code
+    captured = capsys.readouterr()
+    assert status == 2 and not captured.out.strip()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jaxcnn {command}: error: ") and " — " in lines[0], lines
+    assert all(f in lines[0] for f in fragments), lines[0]
 
 
 def test_config_file_key_and_model_name_are_checked_before_the_run(tmp_path):
