@@ -92,8 +92,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _StopSignals:
-    """Context manager: while active, SIGTERM/SIGINT only record their number (``.signum``);
-    the previous handlers are put back on exit. Inactive outside the main thread."""
+    """Context manager: while active, SIGTERM/SIGINT only record their number (``.signum``; a
+    second SIGINT raises ``KeyboardInterrupt``); the previous handlers are put back on exit.
+    Inactive outside the main thread."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
@@ -101,6 +102,8 @@ class _StopSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the checkpoint
         self.signum = signum
 
     def __enter__(self) -> _StopSignals:
