@@ -20,8 +20,10 @@ TINY = ["--model", "mlp", "--train-limit", "32", "--eval-limit", "16", "--batch-
 
 def jaxcnn(*argv: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m jaxcnn.cli ARGV`` (the console script's code) in a subprocess."""
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"), **(env or {})}
-    env.pop("JAXCNN_DEBUG", None) if "JAXCNN_DEBUG" not in (env or {}) else None
+    extra = env or {}
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    env.pop("JAXCNN_DEBUG", None)  # tracebacks only when a test asks for them
+    env.update(extra)
     return subprocess.run([sys.executable, "-m", "jaxcnn.cli", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
 
@@ -49,8 +51,9 @@ CASES = [
                  id="input-size"),  # fmt: skip
     pytest.param(["evaluate", "--checkpoint", "{tmp}/no_run"], "evaluate", ["no checkpoint"], id="no-checkpoint"),
 ]
-# the same mechanism as "model" (argparse choices): through a subprocess only with --runslow
-_SAME_AS_MODEL = {"dataset", "optimizer", "summary-model"}
+# through a subprocess only with --runslow: the same mechanism as "model" (argparse choices), or
+# checked in process below as well
+_SAME_AS_MODEL = {"dataset", "optimizer", "summary-model", "input-size"}  # input-size: also in process
 
 
 @pytest.mark.parametrize(
