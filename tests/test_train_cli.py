@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxcnn.train.commands import _default_out, add_evaluate_parser, add_train_parser, config_from_args
+from jaxcnn.train.commands import _default_out, add_train_parser, config_from_args
 from jaxcnn.train.config import TrainConfig
 from jaxcnn.train.logging import read_results
 
@@ -17,12 +17,9 @@ TINY_FLAGS = ["--model", "mlp", "--train-limit", "96", "--eval-limit", "48", "--
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="jaxcnn")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_train_parser(sub)
-    add_evaluate_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from jaxcnn.cli import main
+
+    return main(argv)
 
 
 def _parse_train(argv: list[str]) -> TrainConfig:

@@ -26,13 +26,22 @@ Extra options (torch side only):
 
 With ``--init jax --batch-order jax`` the two frameworks start from identical weights and see
 identical batches, so (without Dropout, whose masks cannot match) their curves differ only by
-floating-point rounding. Not supported here: ``--resume``/checkpoints during training.
+floating-point rounding.
+
+Checkpoints: with ``--out`` the run writes ``<out>/checkpoints/torch_last.pt`` (atomically: a
+temporary file renamed) at every epoch end, every ``--checkpoint-every`` steps and when
+``--max-steps`` stops it: model, optimizer and scheduler state dicts, torch's RNG state (Dropout),
+the ``--batch-order torch`` sampler's generator state and current permutation, the data position
+(epoch, step in epoch, global step), the history and the current epoch's partial sums.
+``--resume`` continues from it to the same final weights as an uninterrupted run (on the CPU:
+bitwise).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,7 +64,9 @@ _HISTORY_KEYS = ("train_losses", "val_losses", "train_accs", "val_accs")
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``jaxcnn train`` parser plus the torch-only options."""
-    parser = argparse.ArgumentParser(prog="python -m torch_ref.train", description=__doc__.split("\n\n")[0])
+    from jaxcnn.cli import Parser  # one-line usage errors with close-match suggestions
+
+    parser = Parser(prog="python -m torch_ref.train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
     train_parser = add_train_parser(sub)
     train_parser.prog = "python -m torch_ref.train"
@@ -153,10 +164,14 @@ class _TorchBatches:
     def __len__(self) -> int:
         return self.steps
 
-    def epoch(self):
+    def epoch(self, start_step: int = 0):
+        """Batches ``start_step...`` of a new epoch; with ``start_step > 0`` (a resumed run) the
+        permutation ``self.perm`` and the generator state restored from the checkpoint are used."""
         n, bs, cfg = len(self.labels), self.config.batch_size, self.config
-        perm = torch.randperm(n, generator=self.generator)
-        for s in range(self.steps):
+        if start_step == 0:
+            self.perm = torch.randperm(n, generator=self.generator)
+        perm = self.perm
+        for s in range(start_step, self.steps):
             idx = perm[s * bs : (s + 1) * bs]
             x = self.images[idx]
             if cfg.augment:
@@ -195,10 +210,37 @@ def _evaluate(model, criterion, split, config: TrainConfig, mean, std, device) -
     return loss_sum / count, 100.0 * correct / count
 
 
-def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", device: str | None = None) -> dict[str, Any]:
+CHECKPOINT_NAME = "torch_last.pt"
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash leaves the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from jaxcnn.errors import BadFileError, MissingFileError
+
+    if not path.is_file():
+        raise MissingFileError(f"no torch checkpoint at {path}", "train without --resume first, or check --out")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged file: torch's error types vary
+        raise BadFileError(
+            f"cannot read {path} ({type(error).__name__})", "start the run again with --overwrite"
+        ) from error
+
+
+def train(
+    config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", device: str | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Train ``config`` in PyTorch; returns the result dict of :func:`jaxcnn.train.experiment`'s
-    format and writes outputs to ``config.out`` (if set)."""
-    from jaxcnn.train.experiment import load_splits
+    format and writes outputs to ``config.out`` (if set). With ``resume`` it continues from
+    ``<out>/checkpoints/torch_last.pt``; ``config.max_steps`` stops it resumably."""
+    from jaxcnn.train.experiment import RunExistsError, check_resumable, load_splits
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
@@ -222,15 +264,15 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
         )  # fmt: skip
         spe = len(loader)
 
-        def batches(epoch: int):
-            for x, y in loader.iter_epoch(epoch):
+        def batches(epoch: int, start_step: int = 0):
+            for x, y in loader.iter_epoch(epoch, start_step):
                 yield np.array(x), torch.from_numpy(np.array(y, dtype=np.int64))
     else:
         torch_loader = _TorchBatches(train_split.images, train_split.labels, config)
         spe = len(torch_loader)
 
-        def batches(epoch: int):
-            yield from torch_loader.epoch()
+        def batches(epoch: int, start_step: int = 0):
+            yield from torch_loader.epoch(start_step)
 
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer, spe)
@@ -242,14 +284,57 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
 
     history: dict[str, list[float]] = {k: [] for k in _HISTORY_KEYS}
     epoch_seconds: list[float] = []
-    step = 0
+    step, start_epoch, start_step = 0, 0, 0
+    partial = {"loss_sum": 0.0, "correct": 0, "count": 0}
+    ckpt_path = None if out is None else out / "checkpoints" / CHECKPOINT_NAME
+    resumed_from = None
+    if resume:
+        if ckpt_path is None:
+            raise ValueError("resume=True needs config.out (the run folder)")
+        saved = _load_checkpoint(ckpt_path)
+        check_resumable(saved["config"], config.to_dict())
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        if batch_order == "torch":
+            torch_loader.generator.set_state(saved["batch_rng"])
+            torch_loader.perm = saved["perm"]
+        step, start_epoch, start_step = int(saved["step"]), int(saved["epoch"]), int(saved["step_in_epoch"])
+        history = {k: list(saved["history"][k]) for k in _HISTORY_KEYS}
+        epoch_seconds, partial = list(saved["epoch_seconds"]), dict(saved["partial"])
+        resumed_from = step
+        if config.progress:
+            print(f"resuming from step {step} (epoch {start_epoch}, step {start_step})", flush=True)
+    elif ckpt_path is not None and ckpt_path.is_file():
+        raise RunExistsError(f"{out} already holds a torch checkpoint", "pass --resume to continue that run, or another --out")
+
+    def save(epoch_: int, step_in_epoch: int) -> None:
+        if ckpt_path is None:
+            return
+        _save_checkpoint(ckpt_path, {
+            "config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "batch_rng": torch_loader.generator.get_state() if batch_order == "torch" else None,
+            "perm": getattr(torch_loader, "perm", None) if batch_order == "torch" else None,
+            "step": step, "epoch": epoch_, "step_in_epoch": step_in_epoch, "history": history,
+            "epoch_seconds": epoch_seconds, "partial": dict(partial), "framework": "torch",
+        })  # fmt: skip
+
+    stopped = config.max_steps is not None and step >= config.max_steps and start_epoch < config.epochs
     run_start = time.perf_counter()
-    for epoch in range(config.epochs):
+    for epoch in range(start_epoch, config.epochs):
+        if stopped:
+            break
         model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, count = 0.0, 0, 0
-        bar = progress_bar(spe, desc=f"epoch {epoch + 1}/{config.epochs}", enabled=config.progress)
-        for images, labels in batches(epoch):
+        first = start_step if epoch == start_epoch else 0
+        if first == 0:
+            partial = {"loss_sum": 0.0, "correct": 0, "count": 0}
+        step_in_epoch = first
+        bar = progress_bar(spe, initial=first, desc=f"epoch {epoch + 1}/{config.epochs}", enabled=config.progress)
+        for images, labels in batches(epoch, first):
             x = _nchw(images, mean, std, device)
             y = labels.to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -267,19 +352,30 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            step_in_epoch += 1
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"training diverged: loss is {value} at step {step}")
             n = int(y.shape[0])
-            loss_sum += value * n
-            correct += int((logits.argmax(1) == y).sum())
-            count += n
+            partial["loss_sum"] += value * n
+            partial["correct"] += int((logits.argmax(1) == y).sum())
+            partial["count"] += n
             bar.update(1)
             if step % config.log_every == 0:
-                bar.set_postfix(loss=f"{value:.4f}", acc=f"{100.0 * correct / count:.2f}")
+                bar.set_postfix(loss=f"{value:.4f}", acc=f"{100.0 * partial['correct'] / partial['count']:.2f}")
                 tb.scalar("train/batch_loss", value, step)
+            if step_in_epoch < spe:
+                if config.max_steps is not None and step >= config.max_steps:
+                    save(epoch, step_in_epoch)
+                    stopped = True
+                    break
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    save(epoch, step_in_epoch)
         bar.close()
+        if stopped:
+            break
         seconds = time.perf_counter() - t0
+        loss_sum, correct, count = partial["loss_sum"], partial["correct"], partial["count"]
         train_loss, train_acc = loss_sum / count, 100.0 * correct / count
         val_loss, val_acc = _evaluate(model, criterion, splits.get("val"), config, mean, std, device)
         for key, value in zip(_HISTORY_KEYS, (train_loss, val_loss, train_acc, val_acc)):
@@ -289,16 +385,22 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
                     "lr": optimizer.param_groups[0]["lr"]}, epoch + 1)  # fmt: skip
         if config.progress:
             print(epoch_line(epoch, train_acc, val_acc, train_loss, val_loss, seconds), flush=True)
+        save(epoch + 1, 0)
+        if config.max_steps is not None and step >= config.max_steps and epoch + 1 < config.epochs:
+            stopped = True
     tb.close()
-    test_loss, test_acc = _evaluate(model, criterion, splits.get("test"), config, mean, std, device)
+    complete = not stopped
+    test_loss, test_acc = (
+        _evaluate(model, criterion, splits.get("test"), config, mean, std, device) if complete else (math.nan, math.nan)
+    )
     result: dict[str, Any] = {k: list(v) for k, v in history.items()}
     last = {k: (v[-1] if v else float("nan")) for k, v in history.items()}
     result.update(
         train_acc=last["train_accs"], val_acc=last["val_accs"], train_loss=last["train_losses"],
-        val_loss=last["val_losses"], test_acc=test_acc, test_loss=test_loss, epochs=config.epochs, steps=step,
-        steps_per_epoch=spe, complete=True, num_params=sum(p.numel() for p in model.parameters()),
+        val_loss=last["val_losses"], test_acc=test_acc, test_loss=test_loss, epochs=len(history["train_losses"]),
+        steps=step, steps_per_epoch=spe, complete=complete, num_params=sum(p.numel() for p in model.parameters()),
         epoch_seconds=epoch_seconds, run_seconds=time.perf_counter() - run_start, framework="torch",
-        resumed_from=None, init=init, batch_order=batch_order, devices=1,
+        resumed_from=resumed_from, init=init, batch_order=batch_order, devices=1,
     )  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -308,24 +410,35 @@ def train(config: TrainConfig, *, init: str = "jax", batch_order: str = "jax", d
             from jaxcnn.plots import save_plots
 
             save_plots(result, out)
-    if config.progress:
+    if config.progress and complete:
         print(f"test accuracy: {test_acc:.2f}% (loss {test_loss:.4f})", flush=True)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m torch_ref.train``)."""
+    """Command-line entry point (``python -m torch_ref.train``): 0 done, 1 stopped early
+    (``--max-steps``; continue with ``--resume``), 2 a user error (one line on stderr)."""
     from jaxcnn import configure_platform
+    from jaxcnn.cli import run_command
 
     configure_platform()  # quiet CPU JAX for --init jax; glibc's allocator stays at its defaults
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.resume:
-        parser.error("--resume is not supported by the torch reference trainer")
+    return run_command(_main, args, parser.prog)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from jaxcnn.train.commands import check_names
+
     config = config_from_args(args)
+    check_names(config)
     if config.out is None:
         config = config.replace(out=f"runs/torch-{config.model}-{config.dataset}")
-    result = train(config, init=args.init, batch_order=args.batch_order, device=args.device)
+    if args.overwrite and not args.resume:
+        (Path(config.out) / "checkpoints" / CHECKPOINT_NAME).unlink(missing_ok=True)
+    result = train(config, init=args.init, batch_order=args.batch_order, device=args.device, resume=args.resume)
+    if not result["complete"]:
+        print(f"stopped at step {result['steps']} (max_steps); continue with --resume --out {config.out}")
     print(f"results: {Path(config.out) / 'results.json'}")
     return 0 if result["complete"] else 1
 

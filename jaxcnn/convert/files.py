@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxcnn.errors import BadFileError, MissingFileError
 from jaxcnn.convert.mapping import StateDictError, load_torch_state_dict, to_torch_arrays
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -36,42 +37,69 @@ def read_state_dict(path: str | Path, *, strip_prefix: str | None = None) -> dic
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at {path}")
-    suffix = path.suffix.lower()
+        raise MissingFileError(f"no checkpoint file at {path}", "check the path")
+    suffix = _check_suffix(path)
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.numpy import load_file
 
-        arrays = dict(load_file(str(path)))
-    elif suffix in TORCH_SUFFIXES:
+        try:
+            arrays = dict(load_file(str(path)))
+        except Exception as error:  # a damaged or foreign file: safetensors' own error types vary
+            raise _unreadable(path, "safetensors", error) from error
+    else:
         import torch
 
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # random bytes, a truncated zip, a pickle with foreign objects
+            raise _unreadable(path, "torch", error) from error
         if not isinstance(checkpoint, Mapping):
             raise StateDictError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
         arrays = {key: value.detach().cpu().numpy() for key, value in _unwrap(checkpoint).items() if hasattr(value, "detach")}
-    else:
-        raise ValueError(f"unknown checkpoint format {suffix!r}: use one of {TORCH_SUFFIXES + SAFETENSORS_SUFFIXES}")
     if strip_prefix:
         arrays = {key.removeprefix(strip_prefix): value for key, value in arrays.items()}
     return arrays
 
 
+def check_format(path: str | Path) -> str:
+    """The lower-case suffix of ``path`` when it names a known checkpoint format; else
+    :class:`~jaxcnn.errors.BadFileError` (e.g. to check a command's files before any work)."""
+    return _check_suffix(Path(path))
+
+
+def _check_suffix(path: Path) -> str:
+    """``path``'s lower-case suffix; :class:`~jaxcnn.errors.BadFileError` unless a known format."""
+    suffix = path.suffix.lower()
+    if suffix not in TORCH_SUFFIXES + SAFETENSORS_SUFFIXES:
+        raise BadFileError(
+            f"unknown checkpoint format {suffix or '(no suffix)'!r} of {path}",
+            f"use one of {', '.join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}",
+        )
+    return suffix
+
+
+def _unreadable(path: Path, kind: str, error: Exception) -> BadFileError:
+    reason = " ".join(str(error).split()).split(". ")[0][:120] or type(error).__name__
+    return BadFileError(
+        f"cannot read {path} as a {kind} checkpoint ({type(error).__name__}: {reason})",
+        "is the file complete (not truncated) and of the format its suffix says?",
+    )
+
+
 def write_state_dict(arrays: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Write a torch-layout state dict as ``.safetensors`` or ``.pth``/``.pt`` (needs torch)."""
     path = Path(path)
+    suffix = _check_suffix(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.numpy import save_file
 
         save_file({key: np.array(value, order="C") for key, value in arrays.items()}, str(path))
-    elif suffix in TORCH_SUFFIXES:
+    else:
         import torch
         from collections import OrderedDict
 
         torch.save(OrderedDict((key, torch.from_numpy(np.array(value, order="C"))) for key, value in arrays.items()), str(path))
-    else:
-        raise ValueError(f"unknown checkpoint format {suffix!r}: use one of {TORCH_SUFFIXES + SAFETENSORS_SUFFIXES}")
     return path
 
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxcnn.data.arrays import ArrayDataset, DatasetError, channel_stats, resolve_count
 from jaxcnn.data.arrays import stratified_split_indices
+from jaxcnn.errors import UnknownNameError
 
 __all__ = ["DEFAULT_VAL_SIZES", "dataset_names", "default_data_dir", "load_dataset"]
 
@@ -318,7 +319,7 @@ def load_dataset(
       ValueError: unknown name/backend, or a split size that does not fit.
     """
     if name not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {dataset_names()}")
+        raise UnknownNameError("dataset", name, dataset_names())
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if data_dir is None and name not in ("digits", "image_folder"):

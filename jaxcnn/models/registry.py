@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jax
 from flax import nnx
+
+from jaxcnn.errors import UnknownNameError, UserError
+
+_T = TypeVar("_T")
 
 _CONSTRUCTORS: dict[str, Callable[..., nnx.Module]] = {}
 _INPUT_SIZES: dict[str, tuple[int, int, int]] = {}
@@ -33,7 +38,7 @@ def register(name: str, input_size: tuple[int, int, int] = IMAGENET_INPUT_SIZE):
 def input_size(name: str) -> tuple[int, int, int]:
     """The usual ``(H, W, C)`` input of model ``name`` (NHWC without the batch axis)."""
     if name not in _INPUT_SIZES:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+        raise UnknownNameError("model", name, names())
     return _INPUT_SIZES[name]
 
 
@@ -63,7 +68,7 @@ def create(
     :func:`create_abstract`: no random initialiser runs, each weight is allocated once.
     """
     if name not in _CONSTRUCTORS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(names())}")
+        raise UnknownNameError("model", name, names())
     if num_classes is not None:
         options["num_classes"] = num_classes
     if weights is not None:
@@ -99,3 +104,31 @@ def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs
         if isinstance(variable, (nnx.Param, nnx.BatchStat)) and not isinstance(value, jax.ShapeDtypeStruct):
             variable.set_value(jax.ShapeDtypeStruct(value.shape, value.dtype))
     return model
+
+
+
+class InputSizeError(UserError, ValueError):
+    """A model cannot take the requested ``(H, W, C)`` input (also a ``ValueError``)."""
+
+
+def check_input_size(name: str, input_size: tuple[int, ...], trace: Callable[[], _T]) -> _T:
+    """Return ``trace()`` (e.g. a ``jax.eval_shape`` of model ``name`` on an ``input_size``
+    (H, W, C) input); when it fails with ``ValueError``/``TypeError`` on a size other than the
+    model's usual one, raise :class:`InputSizeError` instead (on the usual size it is a bug and
+    propagates)."""
+    try:
+        return trace()
+    except (ValueError, TypeError) as error:
+        usual = input_size_or_none(name)
+        if usual is None or tuple(input_size) == usual:
+            raise
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise InputSizeError(
+            f"{name} cannot take a {'x'.join(map(str, input_size))} (HxWxC) input ({first[:200]})",
+            f"use its usual {'x'.join(map(str, usual))} input or a size its layers fit",
+        ) from error
+
+
+def input_size_or_none(name: str) -> tuple[int, int, int] | None:
+    """:func:`input_size` of ``name``, or ``None`` for an unknown name."""
+    return _INPUT_SIZES.get(name)

@@ -28,11 +28,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxcnn.errors import LazyChoices, UnknownNameError
 from jaxcnn.train.config import TrainConfig, load_config_file
 
-__all__ = ["add_evaluate_parser", "add_train_parser", "config_from_args", "evaluate_command", "train_command"]
+__all__ = ["add_evaluate_parser", "add_train_parser", "check_names", "config_from_args", "evaluate_command", "train_command"]
 
 _S = argparse.SUPPRESS
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+#: Exit status of ``jaxcnn train`` stopped by a signal after checkpointing: 128 + the signal's
+#: number, as a shell reports a process the signal ended (130 SIGINT, 143 SIGTERM).
+SIGNAL_EXIT_BASE = 128
+
+
+def _model_names() -> list[str]:
+    import jaxcnn.models
+
+    return jaxcnn.models.names()
+
+
+def _dataset_names() -> list[str]:
+    from jaxcnn.data.registry import dataset_names
+
+    return dataset_names()
+
+
+def check_names(config: TrainConfig) -> None:
+    """:class:`~jaxcnn.errors.UnknownNameError` (with close-match suggestions) for an unknown
+    model, dataset or optimizer in ``config`` (e.g. from a config file), before any work."""
+    for kind, name, choices in (
+        ("model", config.model, _model_names()),
+        ("dataset", config.dataset, _dataset_names()),
+        ("optimizer", config.optimizer, OPTIMIZERS),
+    ):
+        if name not in choices:
+            raise UnknownNameError(kind, name, choices)
 
 
 def _int_list(text: str) -> list[int]:
@@ -68,16 +97,16 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument("--config", metavar="FILE", default=None, help="JSON/YAML/TOML file of TrainConfig fields")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=_S, help=f"model name (jaxcnn.models.names()) [{d.model}]")
+    g.add_argument("--model", default=_S, metavar="NAME", choices=LazyChoices(_model_names), help=f"model name (jaxcnn.models.names()) [{d.model}]")
     g.add_argument("--model-option", dest="model_options", action="append", type=_key_value, default=_S,
                    metavar="KEY=VALUE", help="extra model constructor option (JSON value), repeatable")  # fmt: skip
-    g.add_argument("--dataset", default=_S, help=f"dataset name (jaxcnn.data.dataset_names()) [{d.dataset}]")
+    g.add_argument("--dataset", default=_S, metavar="NAME", choices=LazyChoices(_dataset_names), help=f"dataset name (jaxcnn.data.dataset_names()) [{d.dataset}]")
     g.add_argument("--data-dir", default=_S, help="folder with the dataset's files")
     g.add_argument("--val-size", type=float, default=_S, help="validation examples (>=1) or fraction (<1)")
     g.add_argument("--train-limit", type=int, default=_S, help="use only the first N training examples")
     g.add_argument("--eval-limit", type=int, default=_S, help="use only the first N val/test examples")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", default=_S, choices=["sgd", "adam", "adamw", "rmsprop"], help=f"[{d.optimizer}]")
+    g.add_argument("--optimizer", default=_S, choices=OPTIMIZERS, help=f"[{d.optimizer}]")
     g.add_argument("--lr", type=float, default=_S, help=f"learning rate [{d.lr}]")
     g.add_argument("--momentum", type=float, default=_S, help=f"SGD/RMSprop momentum [{d.momentum}]")
     g.add_argument("--nesterov", action="store_true", default=_S, help="Nesterov momentum (SGD)")
@@ -156,14 +185,14 @@ def _default_out(config: TrainConfig, resume: bool, overwrite: bool) -> str:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Run ``jaxcnn train``; returns 0 on success, 1 when training diverged, 2 on a usage error."""
-    from jaxcnn.train.experiment import RunExistsError, Trainer, TrainingDivergedError
+    """Run ``jaxcnn train``; returns 0 on success, 1 when training diverged, 128 + the signal's
+    number when SIGINT/SIGTERM stopped it after checkpointing. User errors (unknown names, missing
+    data, damaged checkpoints, ...) are raised as :class:`~jaxcnn.errors.UserError` before the
+    run starts where they can be checked; ``jaxcnn.cli`` turns them into one line and status 2."""
+    from jaxcnn.train.experiment import RunExistsError, Trainer, TrainingDivergedError, TrainingInterrupted
 
-    try:
-        config = config_from_args(args)
-    except (ValueError, OSError) as error:
-        print(f"jaxcnn train: {error}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    check_names(config)
     if config.compute_dtype == "float64":
         import jax
 
@@ -175,6 +204,13 @@ def train_command(args: argparse.Namespace) -> int:
     if config.out is None:
         config = config.replace(out=_default_out(config, args.resume, args.overwrite))
     out = Path(config.out)
+    steps = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
+    if steps and not (args.resume or args.overwrite):
+        raise RunExistsError(
+            f"{out} already holds checkpoints (latest step {steps[-1]})",
+            "pass --resume to continue that run, --overwrite to start again, or another --out",
+        )
+    trainer = Trainer(config)  # loads the data and builds the model: the remaining up-front checks
     if args.overwrite and not args.resume:
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -184,14 +220,13 @@ def train_command(args: argparse.Namespace) -> int:
         print(f"jaxcnn train: {config.model} on {config.dataset}, {config.optimizer} lr={config.lr}, "
               f"{config.epochs} epochs, batch {config.batch_size}, seed {config.seed} -> {out}", flush=True)  # fmt: skip
     try:
-        trainer = Trainer(config)
         result = trainer.fit(resume=args.resume)
-    except RunExistsError as error:
-        print(f"jaxcnn train: {error} (or --overwrite)", file=sys.stderr)
-        return 2
     except TrainingDivergedError as error:
         print(f"jaxcnn train: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        print(f"jaxcnn train: {stop}; continue with: jaxcnn train --resume --out {out}", file=sys.stderr, flush=True)
+        return SIGNAL_EXIT_BASE + stop.signum
     if result["complete"]:
         test = result["test_acc"]
         print(f"test accuracy: {test:.2f}% (loss {result['test_loss']:.4f})" if not math.isnan(test)
@@ -222,17 +257,14 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    """Run ``jaxcnn evaluate``; returns 0, or 2 when the checkpoint cannot be found/read."""
+    """Run ``jaxcnn evaluate``; returns 0. A missing or damaged checkpoint raises a
+    :class:`~jaxcnn.errors.UserError` (``jaxcnn.cli``: one line, status 2)."""
     from jaxcnn.train.experiment import evaluate_checkpoint
 
-    try:
-        report = evaluate_checkpoint(
-            args.checkpoint, split=args.split, step=args.step, data_dir=args.data_dir, batch_size=args.batch_size,
-            matmul_precision=args.matmul_precision,
-        )  # fmt: skip
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        print(f"jaxcnn evaluate: {error}", file=sys.stderr)
-        return 2
+    report = evaluate_checkpoint(
+        args.checkpoint, split=args.split, step=args.step, data_dir=args.data_dir, batch_size=args.batch_size,
+        matmul_precision=args.matmul_precision,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(report))
     else:

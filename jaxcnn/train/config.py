@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "load_config_file"]
+from jaxcnn.errors import UserError, did_you_mean
+
+__all__ = ["ConfigError", "ConfigKeyError", "TrainConfig", "load_config_file"]
 
 _COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 _MATMUL_PRECISIONS = ("default", "high", "highest")
@@ -165,7 +167,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"invalid config: {message}")
+                raise ConfigError(f"invalid config: {message}", "change that value")
 
     @property
     def resolved_aux_loss_weight(self) -> float:
@@ -198,7 +200,7 @@ class TrainConfig:
                 unknown.append(str(key))
             fields[name] = value
         if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; valid keys: {', '.join(sorted(known))}")
+            raise ConfigKeyError(unknown, sorted(known))
         return cls(**fields)
 
     @classmethod
@@ -212,6 +214,22 @@ class TrainConfig:
         return self.from_dict(changes, base=self)
 
 
+class ConfigError(UserError, ValueError):
+    """A config value, key or file the user must fix (a ``ValueError``)."""
+
+
+class ConfigKeyError(ConfigError):
+    """Unknown config keys (a ``ValueError``); the message suggests the closest valid keys."""
+
+    def __init__(self, unknown: list[str], known: list[str]):
+        hints = [did_you_mean(key, known).split(" (choose from")[0] for key in unknown]
+        hints = [f"{key!r}: {hint}" for key, hint in zip(unknown, hints) if hint.startswith("did you")]
+        super().__init__(
+            f"unknown config keys: {', '.join(repr(k) for k in sorted(unknown))}",
+            "; ".join(hints + [f"valid keys: {', '.join(known)}"]),
+        )
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a JSON, YAML or TOML config file into a dict (by extension).
 
@@ -219,10 +237,16 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     YAML needs PyYAML installed.
     """
     path = Path(path).expanduser()
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}", "check the path") from error
     suffix = path.suffix.lower()
     if suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} is not valid JSON ({error})", "fix the file's syntax") from error
     elif suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -232,11 +256,14 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     elif suffix == ".toml":
         import tomllib
 
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML ({error})", "fix the file's syntax") from error
     else:
-        raise ValueError(f"{path}: unknown config format {suffix!r}; use .json, .yaml/.yml or .toml")
+        raise ConfigError(f"{path}: unknown config format {suffix!r}", "use a .json, .yaml/.yml or .toml file")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of option names to values")
+        raise ConfigError(f"{path} does not hold a mapping", "write option names and values, e.g. lr = 0.01")
     if isinstance(data.get("train"), dict):
         data = data["train"]
     return data

@@ -19,6 +19,9 @@ current epoch, so it finishes bitwise identical to an uninterrupted run on the s
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,15 +35,16 @@ import jaxcnn.models
 import jaxcnn.optim
 from jaxcnn.data import ArrayDataset, DeviceLoader, load_dataset
 from jaxcnn.data.streaming import StreamingLoader, make_loader
+from jaxcnn.errors import UserError
 from jaxcnn.optim import schedules
-from jaxcnn.train.checkpoint import NonFiniteStateError, RunCheckpointer
+from jaxcnn.train.checkpoint import CheckpointDamagedError, NonFiniteStateError, RunCheckpointer
 from jaxcnn.train.config import TrainConfig
 from jaxcnn.train.logging import TensorBoardLogger, epoch_line, progress_bar, write_json_atomic, write_results
 from jaxcnn.train.state import TrainState, create_train_state, state_to_model
 from jaxcnn.train.distributed import batch_sharding, data_parallel, make_mesh, replicate, replicated_sharding
 from jaxcnn.train.step import make_steps
 
-__all__ = ["RunExistsError", "Trainer", "TrainingDivergedError", "evaluate_checkpoint", "experiment", "load_splits"]
+__all__ = ["RunExistsError", "Trainer", "TrainingDivergedError", "TrainingInterrupted", "evaluate_checkpoint", "experiment", "load_splits"]
 
 _HISTORY_KEYS = ("train_losses", "val_losses", "train_accs", "val_accs")
 #: Config fields that may differ between an interrupted run and its resumption.
@@ -64,8 +68,55 @@ class TrainingDivergedError(RuntimeError):
         )
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(UserError, FileExistsError):
     """The output folder already holds checkpoints of a run and ``resume`` was not requested."""
+
+
+class ConfigMismatchError(UserError, ValueError):
+    """``resume`` with a config that differs from the checkpoint's in a field that must not change."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT arrived during :meth:`Trainer.fit`; a checkpoint of global step ``step``
+    was saved (and committed) at the next step boundary. ``signum`` is the signal's number;
+    ``fit(resume=True)`` continues bit-exactly."""
+
+    def __init__(self, signum: int, step: int, out: Path | None):
+        self.signum, self.step, self.out = int(signum), int(step), out
+        name = signal.Signals(self.signum).name
+        where = f"; checkpoint saved in {out}" if out is not None else ""
+        super().__init__(f"stopped by {name} at step {self.step}{where}")
+
+
+#: Signals that make :meth:`Trainer.fit` checkpoint at the next step boundary and stop.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _StopSignals:
+    """Context manager: while active, SIGTERM/SIGINT only record their number (``.signum``; a
+    second SIGINT raises ``KeyboardInterrupt``); the previous handlers are put back on exit.
+    Inactive outside the main thread."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the checkpoint
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if self.enabled:
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def load_splits(config: TrainConfig, datasets: dict[str, ArrayDataset] | None = None) -> dict[str, ArrayDataset]:
@@ -101,7 +152,10 @@ def open_splits(config: TrainConfig, datasets: dict[str, ArrayDataset] | None = 
                 recipe="imagenet" if config.augment == "imagenet" else "resize", workers=config.workers,
             )  # fmt: skip
     elif datasets is None and (config.loader == "streaming" or config.augment == "imagenet"):
-        raise ValueError("the streaming loader (loader='streaming', augment='imagenet') reads dataset='image_folder'")
+        raise _UserValueError(
+            f"the streaming loader (loader='streaming', augment='imagenet') cannot read dataset {config.dataset!r}",
+            "use --dataset image_folder --data-dir DIR, or drop --loader streaming / --augment imagenet",
+        )
     return load_splits(config, datasets)
 
 
@@ -169,6 +223,19 @@ class Trainer:
                 eval_step=jax.jit(self.steps.eval_step, in_shardings=replicated, out_shardings=replicated),
             )
         self.num_params = int(sum(x.size for x in jax.tree.leaves(self.state.params)))
+        self._check_input_size()
+
+    def _check_input_size(self) -> None:
+        """Trace the eval step on one abstract batch of the training images (no compile, no
+        FLOPs); :class:`~jaxcnn.models.registry.InputSizeError` when the model cannot take them."""
+        train = self.splits["train"]
+        shape = tuple(int(d) for d in train.images.shape[1:])
+        if shape == jaxcnn.models.registry.input_size_or_none(self.config.model):
+            return  # the model's usual input: nothing a user could have got wrong
+        x = jax.ShapeDtypeStruct((1, *shape), train.images.dtype)
+        y = jax.ShapeDtypeStruct((1,), train.labels.dtype)
+        trace = lambda: jax.eval_shape(self.steps.eval_step, self.state, x, y)  # noqa: E731
+        jaxcnn.models.registry.check_input_size(self.config.model, shape, trace)
 
     # ------------------------------------------------------------------------------ set-up
     @staticmethod
@@ -231,14 +298,21 @@ class Trainer:
         return None if self.out_dir is None else self.out_dir / "checkpoints"
 
     # ------------------------------------------------------------------------------- train
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+    def fit(self, *, resume: bool = False, handle_signals: bool = True) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs (or until ``config.max_steps``) and return the result
         dict (see :func:`experiment`). With an output folder, writes checkpoints, TensorBoard
         events, ``results.json`` and plots.
 
         Args:
-          resume: continue from the newest checkpoint in ``<out>/checkpoints`` (if any). Without
-            it an output folder that already holds checkpoints raises :class:`RunExistsError`.
+          resume: continue from the newest checkpoint in ``<out>/checkpoints`` that restores (if
+            any). A damaged step is reported on stderr (one line naming the step and the
+            cause), left on disk, and the next newest is tried; when none restores,
+            :class:`~jaxcnn.train.checkpoint.CheckpointDamagedError`. Without ``resume`` an
+            output folder that already holds checkpoints raises :class:`RunExistsError`.
+          handle_signals: with an output folder, in the main thread: SIGTERM and SIGINT (Ctrl-C)
+            only set a flag while training; at the next step boundary the state is
+            checkpointed, the write committed, and :class:`TrainingInterrupted` raised. The
+            previous handlers are restored when ``fit`` returns.
         """
         cfg = self.config
         spe = self.steps_per_epoch
@@ -255,14 +329,22 @@ class Trainer:
             if latest is not None and not resume:
                 ckpt.close()
                 raise RunExistsError(
-                    f"{self.out_dir} already holds checkpoints (latest step {latest}); pass resume=True "
-                    "(--resume) to continue that run, or choose another output folder"
+                    f"{self.out_dir} already holds checkpoints (latest step {latest})",
+                    "pass --resume (resume=True) to continue that run, --overwrite to start again, or another --out",
                 )
             if latest is not None:
-                self.state, meta = ckpt.restore(self.state)
+                def warn(error: CheckpointDamagedError) -> None:
+                    print(f"warning: {error.what}; left on disk, trying the previous checkpoint", file=sys.stderr, flush=True)
+
+                try:
+                    latest, self.state, meta = ckpt.restore_newest(
+                        self.state, on_damaged=warn, check_meta=lambda m: self._check_resumable(m["config"])
+                    )
+                except BaseException:
+                    ckpt.close()
+                    raise
                 if self.mesh is not None:
                     self.state = replicate(self.state, self.mesh)
-                self._check_resumable(meta["config"])
                 epoch, start_step = int(meta["epoch"]), int(meta["step_in_epoch"])
                 if isinstance(self.train_loader, StreamingLoader) and meta.get("loader"):
                     self.train_loader.load_state_dict(meta["loader"])  # grain's iterator state
@@ -322,10 +404,24 @@ class Trainer:
                 ckpt.wait()
                 raise TrainingDivergedError(global_step, float("nan"), f"training diverged: {error}") from error
 
+        def interrupt(epoch_: int, step_in_epoch: int, bar=None) -> None:
+            """Checkpoint at this step boundary, wait for the commit, raise TrainingInterrupted."""
+            if bar is not None:
+                flush(bar)
+                bar.close()
+            save(epoch_, step_in_epoch)
+            if ckpt is not None:
+                ckpt.wait()
+            raise TrainingInterrupted(signals.signum, global_step, self.out_dir)
+
         if cfg.max_steps is not None and global_step >= cfg.max_steps and epoch < cfg.epochs:
             stopped = True
+        signals = _StopSignals(handle_signals and ckpt is not None)
         try:
+            signals.__enter__()
             while epoch < cfg.epochs and not stopped:
+                if signals.signum is not None:
+                    interrupt(epoch, start_step)
                 bar = progress_bar(spe, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress)
                 t0 = time.perf_counter()
                 step_in_epoch = start_step
@@ -349,6 +445,9 @@ class Trainer:
                         partial["seconds"] = seconds + time.perf_counter() - t0
                         save(epoch, step_in_epoch)
                         partial["seconds"] = seconds
+                    if signals.signum is not None and not last_of_epoch:
+                        partial["seconds"] += time.perf_counter() - t0
+                        interrupt(epoch, step_in_epoch, bar)
                 flush(bar)
                 bar.close()
                 if stopped:
@@ -375,6 +474,7 @@ class Trainer:
                 if cfg.max_steps is not None and global_step >= cfg.max_steps and epoch < cfg.epochs:
                     stopped = True
         finally:
+            signals.__exit__()
             pending.clear()
             if isinstance(self.train_loader, StreamingLoader):
                 self.train_loader.close()
@@ -404,14 +504,23 @@ class Trainer:
         return result
 
     def _check_resumable(self, saved: dict[str, Any]) -> None:
-        current = self.config.to_dict()
-        diffs = sorted(
-            k for k in current
-            if k not in _RESUMABLE_CHANGES and k in saved and _norm(saved[k]) != _norm(current[k])
-        )  # fmt: skip
-        if diffs:
-            details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {current[k]!r}" for k in diffs)
-            raise ValueError(f"cannot resume: the config differs from the checkpoint's ({details})")
+        check_resumable(saved, self.config.to_dict())
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """:class:`ConfigMismatchError` when the config ``current`` (a ``TrainConfig.to_dict()``)
+    differs from the checkpoint's ``saved`` in a field other than the resumable ones (output,
+    epochs, max_steps, checkpointing and logging). Shared with ``torch_ref/train.py``."""
+    diffs = sorted(
+        k for k in current
+        if k not in _RESUMABLE_CHANGES and k in saved and _norm(saved[k]) != _norm(current[k])
+    )  # fmt: skip
+    if diffs:
+        details = ", ".join(f"{k}: checkpoint {saved[k]!r} vs now {current[k]!r}" for k in diffs)
+        raise ConfigMismatchError(
+            f"cannot resume: the config differs from the checkpoint's ({details})",
+            "resume with the run's own settings (its config.json), or start a new run in another --out",
+        )
 
 
 def _to_float64(model: nnx.Module) -> nnx.Module:
@@ -420,13 +529,18 @@ def _to_float64(model: nnx.Module) -> nnx.Module:
     float64 arrays need ``jax_enable_x64``; a library does not change that process-wide
     setting, so the caller does (``jaxcnn train`` does it for ``--compute-dtype float64``)."""
     if not jax.config.read("jax_enable_x64"):
-        raise ValueError(
-            "compute_dtype='float64' needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
-            "before building the Trainer (or set JAX_ENABLE_X64=1); `jaxcnn train --compute-dtype float64` does it"
+        raise _UserValueError(
+            "compute_dtype='float64' needs 64-bit JAX",
+            "call jax.config.update('jax_enable_x64', True) before building the Trainer (or set JAX_ENABLE_X64=1); "
+            "`jaxcnn train --compute-dtype float64` does it",
         )
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, state))
     return model
+
+
+class _UserValueError(UserError, ValueError):
+    """A config this trainer cannot run (also a ``ValueError``)."""
 
 
 def _norm(value: Any) -> Any:
@@ -508,7 +622,15 @@ def evaluate_checkpoint(
         trainer = Trainer(config)
         if split not in trainer.splits:
             raise ValueError(f"unknown split {split!r}; expected one of {sorted(trainer.splits)}")
-        trainer.state, meta = ckpt.restore(trainer.state, step)
+        try:
+            trainer.state, meta = ckpt.restore(trainer.state, step)
+        except CheckpointDamagedError as error:
+            others = [str(s) for s in ckpt.all_steps() if s != error.step]
+            raise CheckpointDamagedError(
+                error.step, error.cause,
+                f"evaluate another step with --step N (this run also has {', '.join(others)})" if others
+                else "no other step of this run is left; train again",
+            ) from error
     finally:
         ckpt.close()
     loss, accuracy = trainer.evaluate(split)
