@@ -85,7 +85,9 @@ def create(
     return init.move_to_device(model)  # then all go to the device in one transfer
 
 
-def create_abstract(name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None = None, seed: int = 0, **options) -> nnx.Module:
+def create_abstract(
+    name: str, *, num_classes: int | None = None, rngs: nnx.Rngs | None = None, seed: int = 0, **options
+) -> nnx.Module:
     """Model ``name`` with shapes and dtypes but no weights: its Params and BatchStats are ``jax.ShapeDtypeStruct``.
 
     What ``nnx.eval_shape(lambda: create(name, ...))`` gives, built without tracing

@@ -126,7 +126,12 @@ def _sample_on_host(key_words, shape: tuple[int, ...], dtype: np.dtype, sample) 
     return np.asarray(sample(generator, shape), dtype=dtype).reshape(shape)
 
 
-def draw(rngs: nnx.Rngs, shape: tuple[int, ...], sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray], dtype=jnp.float32) -> jax.Array:
+def draw(
+    rngs: nnx.Rngs,
+    shape: tuple[int, ...],
+    sample: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray],
+    dtype=jnp.float32,
+) -> jax.Array:
     """``sample(generator, shape)`` with a numpy generator seeded by the next ``rngs.params()`` key.
 
     The one place random initial values are made (see the module docstring). Returns a JAX
