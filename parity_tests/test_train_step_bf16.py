@@ -19,6 +19,7 @@ and linear weights, the BatchNorm scales and shifts, and the running means and v
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,6 @@ from flax import nnx
 from model_harness import randomize_torch_model
 from test_train_parity import JaxTinyBN, TorchTinyBN, torch_threads
 
-import jax.numpy as jnp
 import jaxcnn.models
 import torch_ref.models
 from jaxcnn import optim

@@ -185,6 +185,8 @@ class Trainer:
     def __init__(self, config: TrainConfig | dict[str, Any], *, datasets: dict[str, ArrayDataset] | None = None):
         if not isinstance(config, TrainConfig):
             config = TrainConfig.from_dict(config)
+        if config.compute_dtype == "float64":
+            _check_x64()
         self.splits = open_splits(config, datasets)
         train = self.splits["train"]
         num_classes = config.num_classes or train.num_classes
@@ -523,10 +525,8 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
         )
 
 
-def _to_float64(model: nnx.Module) -> nnx.Module:
-    """``model`` with every floating variable in float64 (``compute_dtype="float64"``).
-
-    float64 arrays need ``jax_enable_x64``; a library does not change that process-wide
+def _check_x64() -> None:
+    """float64 arrays need ``jax_enable_x64``; a library does not change that process-wide
     setting, so the caller does (``jaxcnn train`` does it for ``--compute-dtype float64``)."""
     if not jax.config.read("jax_enable_x64"):
         raise _UserValueError(
@@ -534,6 +534,10 @@ def _to_float64(model: nnx.Module) -> nnx.Module:
             "call jax.config.update('jax_enable_x64', True) before building the Trainer (or set JAX_ENABLE_X64=1); "
             "`jaxcnn train --compute-dtype float64` does it",
         )
+
+
+def _to_float64(model: nnx.Module) -> nnx.Module:
+    """``model`` with every floating variable in float64 (``compute_dtype="float64"``)."""
     state = nnx.state(model)
     nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, state))
     return model
