@@ -206,15 +206,6 @@ class StreamSplit:
         return EvalTransform(h, w)
 
 
-def _list_files(folder: str | os.PathLike, class_names: Sequence[str] | None = None):
-    """:func:`~jaxcnn.data.image_folder.list_image_folder` with the paths as one numpy ``str``
-    array (a few dozen bytes per file rather than a ``Path`` object each)."""
-    from jaxcnn.data.image_folder import list_image_folder
-
-    paths, labels, classes = list_image_folder(folder, class_names=class_names)
-    return np.array([str(p) for p in paths]), labels, classes
-
-
 def estimate_decoded_bytes(num_images: int, image_size: tuple[int, int], channels: int = 3) -> int:
     """Bytes the in-memory loader would hold: ``N * H * W * C`` (uint8)."""
     return int(num_images) * int(image_size[0]) * int(image_size[1]) * int(channels)
@@ -254,6 +245,7 @@ def open_image_folder_splits(
     """
     from PIL import Image
 
+    from jaxcnn.data.image_folder import list_image_folder
     from jaxcnn.data.registry import image_folder_parts
 
     if recipe not in ("resize", "imagenet"):
@@ -261,12 +253,19 @@ def open_image_folder_splits(
 
     root = str(Path(data_dir).expanduser())
 
+    all_paths: list[str] = []
+
     def read(folder, class_names=None):
-        paths, labels, classes = _list_files(folder, class_names)
-        return paths, labels, classes
+        # the splits are arranged on indices into one list of str paths: no O(N) numpy string
+        # arrays or Path objects outlive the listing (freed heap is not returned to the OS)
+        paths, labels, classes = list_image_folder(folder, class_names=class_names)
+        base = len(all_paths)
+        all_paths.extend(map(str, paths))
+        return np.arange(base, base + len(labels)), labels, classes
 
     parts, classes = image_folder_parts(data_dir, val_size, seed, read)
-    records = {k: ImageFolderRecords(root, x, y) for k, (x, y) in parts.items()}
+    records = {k: ImageFolderRecords(root, [all_paths[i] for i in x], y) for k, (x, y) in parts.items()}
+    del all_paths
     train = records["train"]
     if len(train) == 0:
         raise DatasetError(f"image_folder: {root} has no training images")
@@ -686,13 +685,14 @@ def image_folder_summary(
     training file's size (read from its header). Input to :func:`choose_loader`."""
     from PIL import Image
 
+    from jaxcnn.data.image_folder import list_image_folder
     from jaxcnn.data.registry import image_folder_parts
 
     first: list[str] = []
 
     def read(folder, class_names=None):
-        paths, labels, classes = _list_files(folder, class_names)
-        if not first and len(paths):
+        paths, labels, classes = list_image_folder(folder, class_names=class_names)
+        if not first and paths:
             first.append(str(paths[0]))
         return np.arange(len(labels)), labels, classes
 
