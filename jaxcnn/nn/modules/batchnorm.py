@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcnn.nn import functional as F
+from jaxcnn.nn import init
 
 
 class _BatchNorm(nnx.Module):
@@ -48,12 +49,12 @@ class _BatchNorm(nnx.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        self.weight = nnx.Param(jnp.ones((num_features,), jnp.float32)) if affine else None
-        self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32)) if affine else None
+        self.weight = nnx.Param(init.full((num_features,), 1.0)) if affine else None
+        self.bias = nnx.Param(init.full((num_features,), 0.0)) if affine else None
         if track_running_stats:
-            self.running_mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-            self.running_var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
-            self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
+            self.running_mean = nnx.BatchStat(init.full((num_features,), 0.0))
+            self.running_var = nnx.BatchStat(init.full((num_features,), 1.0))
+            self.num_batches_tracked = nnx.BatchStat(init.full((), 0, jnp.int32))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.use_running_average = False
