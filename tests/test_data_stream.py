@@ -156,9 +156,9 @@ def _peak(folder: Path, cap_mb: float, epochs: int, loader: str = "auto") -> dic
 # the large one for 1: the same number of steps (XLA:CPU's heap grows slowly with the number
 # of steps, whatever the loader) and the same compiled shapes (drop_last, evaluation of 200
 # examples in one batch). Every step is synchronous (log_every=1), so the queue of dispatched
-# steps, which depends on timing, does not add noise. An in-memory loader would hold 3n more
-# images twice (host array + device copy, both host memory on CPU): 3n * 3 KiB * 2 = 54 MiB
-# for n = 3,000; the streaming runs' main-process peaks may differ by at most 16 MiB.
+# steps, which depends on timing, does not add noise. An in-memory loader holds 3n more decoded
+# images (3n * 3 KiB = 26 MiB for n = 3,000, plus copies while loading; measured +41 MB, see
+# docs/data.md); the streaming runs' main-process peaks may differ by at most 16 MiB.
 # (RUSAGE_CHILDREN is not the worker's own peak on Linux: a spawned child keeps the parent's
 # RSS at fork as its high-water mark through exec; it is reported, not compared.)
 _N = 3000
