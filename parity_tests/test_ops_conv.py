@@ -4,7 +4,7 @@ Every case copies the same weights into both frameworks, runs both on the same i
 (NCHW for torch, NHWC for jaxcnn) and compares the output, the input gradient and the
 weight/bias gradients (VJP with a random cotangent) at rtol 1e-5 of the reference scale.
 The functional cases run with both convolution backends (oneDNN and XLA, see
-``jaxcnn.nn.functional.onednn_conv``); modules and models use the default.
+``jaxcnn.nn.native.onednn_conv``); modules and models use the default.
 """
 
 from __future__ import annotations

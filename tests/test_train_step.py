@@ -211,7 +211,7 @@ def _precisions(hlo_text: str, op: str) -> list[str]:
 
 @pytest.mark.parametrize("precision,expected", [("default", "DEFAULT"), ("high", "HIGH"), ("highest", "HIGHEST")])
 def test_matmul_precision_reaches_every_conv_and_dot_of_both_steps(precision, expected):
-    from jaxcnn.nn.functional.onednn_conv import using_conv_backend
+    from jaxcnn.nn import using_conv_backend
 
     tx = jaxcnn.optim.create("sgd", lr=0.1)
     graphdef, eval_graphdef, state = create_train_state(ConvBNLinear(rngs=nnx.Rngs(0)), tx)

@@ -34,7 +34,7 @@ from flax import nnx
 import jaxcnn.models
 import jaxcnn.optim
 from jaxcnn.data import ArrayDataset, DeviceLoader, load_dataset
-from jaxcnn.data.streaming import StreamingLoader, make_loader
+from jaxcnn.data.streaming import StreamingLoader, StreamSplit, make_loader
 from jaxcnn.errors import UserError
 from jaxcnn.optim import schedules
 from jaxcnn.train.checkpoint import CheckpointDamagedError, NonFiniteStateError, RunCheckpointer
@@ -231,11 +231,11 @@ class Trainer:
         """Trace the eval step on one abstract batch of the training images (no compile, no
         FLOPs); :class:`~jaxcnn.models.registry.InputSizeError` when the model cannot take them."""
         train = self.splits["train"]
-        shape = tuple(int(d) for d in train.images.shape[1:])
+        shape = tuple(int(d) for d in (train.image_shape if isinstance(train, StreamSplit) else train.images.shape[1:]))
         if shape == jaxcnn.models.registry.input_size_or_none(self.config.model):
             return  # the model's usual input: nothing a user could have got wrong
-        x = jax.ShapeDtypeStruct((1, *shape), train.images.dtype)
-        y = jax.ShapeDtypeStruct((1,), train.labels.dtype)
+        x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)  # the loaders' normalised batches
+        y = jax.ShapeDtypeStruct((1,), jnp.int32)
         trace = lambda: jax.eval_shape(self.steps.eval_step, self.state, x, y)  # noqa: E731
         jaxcnn.models.registry.check_input_size(self.config.model, shape, trace)
 
