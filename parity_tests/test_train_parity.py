@@ -473,7 +473,8 @@ def test_negative_control_is_detected(case):
 # The other families at their small test sizes are less well conditioned: BatchNorm over the
 # 16 values per channel of a 2x2 map at batch 4 (GoogLeNet's inception5 at 64x64, VGG's last
 # stage at 32x32) amplifies each step's 1e-15 differences, measured after three steps: GoogLeNet
-# SGD 2.0e-10 (2.0e-13 after one step), cifar_vgg11 AdamW 7.7e-9. The matrix therefore uses
+# SGD 2.0e-10 (2.0e-13 after one step), AdamW 1.0e-7 (aux1.fc1), cifar_vgg11 AdamW 7.7e-9. The
+# matrix therefore uses
 # ``F64_RTOL_FAMILY`` (SGD) and ``F64_RTOL_FAMILY_ADAPTIVE``, still far below the float32-sized
 # errors a float32 op anywhere in the step leaves (>= 3e-8 for SGD, 3e-4 for Adam).
 
@@ -481,7 +482,7 @@ F64_STEPS = 3
 F64_RTOL_SGD = 1e-12
 F64_RTOL_ADAPTIVE = 1e-8
 F64_RTOL_FAMILY = 1e-9
-F64_RTOL_FAMILY_ADAPTIVE = 1e-7
+F64_RTOL_FAMILY_ADAPTIVE = 1e-6
 F64_STRICT = ("resnet18", "resnet18_64px", "mlp", "mnist_cnn")  # held to the acceptance bounds
 F64_OPTIMIZERS = ("sgd_nesterov_wd", "adam_l2", "adamw", "rmsprop_momentum_centered")
 
@@ -506,9 +507,11 @@ F64_MODELS = {
     # 48x48: layer4 works on 2x2 maps, 16 values per BatchNorm channel at batch 4 (at 32x32,
     # 1x1 maps and 4 values per channel amplify rounding to ~6e-13 after three SGD steps).
     "resnet18": F64Case("resnet18", (3, 48, 48), 4, {"num_classes": 10}),  # basic blocks
-    "resnet50": F64Case("resnet50", (3, 32, 32), 4, {"num_classes": 10}),  # bottlenecks
-    "densenet121": F64Case("densenet121", (3, 32, 32), 4, {"num_classes": 10}),
-    "se_resnet18": F64Case("se_resnet18", (3, 32, 32), 4, {"num_classes": 10}),
+    # 64x64 for the ImageNet-style nets: their last stage then has 2x2 maps (at 32x32, 1x1 maps
+    # leave BatchNorm 4 values per channel; resnet50 measured 2.3e-5 after three SGD steps there).
+    "resnet50": F64Case("resnet50", (3, 64, 64), 4, {"num_classes": 10}),  # bottlenecks
+    "densenet121": F64Case("densenet121", (3, 64, 64), 4, {"num_classes": 10}),
+    "se_resnet18": F64Case("se_resnet18", (3, 64, 64), 4, {"num_classes": 10}),
     # The setting: torchvision's resnet18 at batch 16, 64x64.
     "resnet18_64px": F64Case("resnet18", (3, 64, 64), 16, {"num_classes": 10}),
 }
