@@ -451,9 +451,9 @@ bool SplitsChannels(const Geometry& g, int count) {
 // Whether `g` is a 1x1 convolution with stride or padding: one whose oneDNN weight gradient
 // (jit_1x1) first copies the input pixels it reads into a per-thread workspace ("rtus"). With
 // NHWC input of fewer channels than the kernel's block (8 on AVX2) oneDNN 3.2 writes past its
-// thread's part of that workspace, into the next thread's part and the partial sums reduced
-// between threads (uxlfoundation/oneDNN#6035): with two or more OpenMP threads the weight
-// gradient then depends on which thread writes last, and is wrong in some runs.
+// thread's part of that workspace (uxlfoundation/oneDNN#6035): with two or more OpenMP
+// threads the weight gradient then depends on the threads' timing and is wrong in some runs
+// (with one thread it was right here).
 bool IsStrided1x1(const Geometry& g) {
   return g.kh == 1 && g.kw == 1 &&
          (g.strides[0] != 1 || g.strides[1] != 1 || g.pad_l[0] != 0 || g.pad_l[1] != 0 ||
