@@ -30,6 +30,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -321,12 +322,15 @@ bool ReordersActivations(const Plan& plan) {
 }
 
 // The cached plan for `kind` at `g`, built (and, with policy "auto", its activation layout
-// chosen by timing both on these buffers) on first use.
+// chosen by timing both on these buffers) on first use. A primitive divides its work among
+// the OpenMP threads this thread had when it was built, so plans are kept per thread count:
+// a chunk of a split call must not run a plan built for all of oneDNN's threads.
 const Plan& GetPlan(Kind kind, const Geometry& g, void* const buffers[3]) {
   Runtime& rt = GetRuntime();
+  const auto key = std::make_tuple(g.key(kind), omp_get_max_threads());
   std::lock_guard<std::mutex> lock(rt.mutex);
-  static auto* plans = new std::map<decltype(g.key(kind)), std::unique_ptr<Plan>>();
-  auto& plan = (*plans)[g.key(kind)];
+  static auto* plans = new std::map<std::remove_const_t<decltype(key)>, std::unique_ptr<Plan>>();
+  auto& plan = (*plans)[key];
   if (!plan) {
     if (rt.policy == "nhwc") {
       plan = MakePlan(kind, g, rt, false);
@@ -444,6 +448,59 @@ bool SplitsChannels(const Geometry& g, int count) {
   return g.groups == 1 && g.o % (16 * count) == 0 && g.kh * g.kw * g.o >= g.n * g.h * g.w;
 }
 
+// Whether `g` is a 1x1 convolution with stride or padding: one whose oneDNN weight gradient
+// (jit_1x1) first copies the input pixels it reads into a per-thread workspace ("rtus"). With
+// NHWC input of fewer channels than the kernel's block (8 on AVX2) oneDNN 3.2 writes past its
+// thread's part of that workspace (uxlfoundation/oneDNN#6035): with two or more OpenMP
+// threads the weight gradient then depends on the threads' timing and is wrong in some runs
+// (with one thread it was right here).
+bool IsStrided1x1(const Geometry& g) {
+  return g.kh == 1 && g.kw == 1 &&
+         (g.strides[0] != 1 || g.strides[1] != 1 || g.pad_l[0] != 0 || g.pad_l[1] != 0 ||
+          g.pad_r[0] != 0 || g.pad_r[1] != 0);
+}
+
+ffi::Error Run(Kind kind, const Geometry& g, void* a, void* b, void* result, ffi::ThreadPool pool);
+
+// The weight gradient of a strided or padded 1x1 convolution (IsStrided1x1) as the weight
+// gradient of the unstrided, unpadded 1x1 convolution of the pixels it reads: those are
+// gathered first (NHWC, N x OH x OW x C; zero where they fall in the padding), so oneDNN never
+// takes its strided path.
+ffi::Error RunStrided1x1WeightGradient(const Geometry& g, const float* input, void* output_grad,
+                                       void* result, ffi::ThreadPool pool) {
+  Geometry dense = g;
+  dense.h = g.oh;
+  dense.w = g.ow;
+  dense.strides = {1, 1};
+  dense.dilates = {0, 0};
+  dense.pad_l = {0, 0};
+  dense.pad_r = {0, 0};
+  std::vector<float> pixels(static_cast<size_t>(g.n * dense.input_row()));
+  const int count = static_cast<int>(std::max<int64_t>(1, std::min(pool.num_threads(), g.n)));
+  try {
+    ParallelFor(pool, count, [&](int i) {
+      for (int64_t n = g.n * i / count; n < g.n * (i + 1) / count; ++n) {
+        for (int64_t y = 0; y < g.oh; ++y) {
+          const int64_t iy = y * g.strides[0] - g.pad_l[0];
+          for (int64_t x = 0; x < g.ow; ++x) {
+            const int64_t ix = x * g.strides[1] - g.pad_l[1];
+            float* to = pixels.data() + n * dense.input_row() + (y * g.ow + x) * g.c;
+            if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+              std::fill(to, to + g.c, 0.0f);
+            } else {
+              const float* from = input + n * g.input_row() + (iy * g.w + ix) * g.c;
+              std::copy(from, from + g.c, to);
+            }
+          }
+        }
+      }
+    });
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("oneDNN convolution failed: ") + e.what());
+  }
+  return Run(Kind::kBackwardWeights, dense, pixels.data(), output_grad, result, pool);
+}
+
 // Runs `kind` on XLA's buffers (`a`, `b`: the call's inputs, `result`: its output), split
 // along the batch into one single-threaded chunk per thread of XLA's pool (a weight gradient
 // where SplitsChannels: along its output channels). The weights are converted to the
@@ -451,6 +508,9 @@ bool SplitsChannels(const Geometry& g, int count) {
 ffi::Error Run(Kind kind, const Geometry& g, void* a, void* b, void* result,
                ffi::ThreadPool pool) {
   static const int default_threads = omp_get_max_threads();
+  if (kind == Kind::kBackwardWeights && IsStrided1x1(g)) {
+    return RunStrided1x1WeightGradient(g, static_cast<const float*>(a), b, result, pool);
+  }
   const int count = static_cast<int>(std::max<int64_t>(1, std::min(pool.num_threads(), g.n)));
   const int weight_operand = kind == Kind::kBackwardWeights ? 2 : 1;
   float* fa = static_cast<float*>(a);
