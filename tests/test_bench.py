@@ -166,6 +166,7 @@ def test_bench_times_a_data_parallel_step_over_host_devices(tmp_path):
     assert "JAX dp" in result.stdout
 
 
+@pytest.mark.slow  # ~40 s: six fresh processes
 def test_isolated_runs_each_framework_in_its_own_process(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "jaxcnn.bench", "--models", "mlp", "--steps", "3", "--max-seconds", "0.3",
@@ -189,6 +190,7 @@ def test_isolated_runs_each_framework_in_its_own_process(tmp_path):
         assert record["per_round"][0]["keeps_host_memory"] == {"jax": True, "torch_eager": False, "torch_channels_last": False}
 
 
+@pytest.mark.slow  # ~25 s: eight fresh processes
 def test_startup_entry_times_both_frameworks_in_fresh_processes():
     from jaxcnn.bench.startup import PROBES, format_startup_table, startup_benchmark
 
