@@ -132,7 +132,41 @@ def _perm_jit(out_shardings: Any) -> Callable[..., jax.Array]:
     return jax.jit(_perm_impl, static_argnames=("n",), out_shardings=out_shardings)
 
 
-class DeviceLoader:
+class EpochPosition:
+    """Where a loader's iteration stands: the epoch and step of the next batch it yields.
+
+    Shared by :class:`DeviceLoader` and :class:`jaxcnn.data.StreamingLoader`; a subclass sets
+    ``steps_per_epoch``, ``_epoch`` and ``_step``.
+    """
+
+    steps_per_epoch: int
+    _epoch: int
+    _step: int
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self.steps_per_epoch
+
+    @property
+    def epoch(self) -> int:
+        """Epoch of the next batch iteration yields."""
+        return self._epoch
+
+    @property
+    def step(self) -> int:
+        """Step (within :attr:`epoch`) of the next batch iteration yields."""
+        return self._step
+
+    def set_position(self, epoch: int, step: int = 0) -> None:
+        """Make the next batch yielded by iteration batch ``step`` of ``epoch``."""
+        if epoch < 0 or not 0 <= step <= self.steps_per_epoch:
+            raise ValueError(f"invalid position epoch={epoch} step={step}")
+        if step == self.steps_per_epoch:
+            epoch, step = epoch + 1, 0
+        self._epoch, self._step = int(epoch), int(step)
+
+
+class DeviceLoader(EpochPosition):
     """Seeded, resumable mini-batches gathered on device from a device-resident dataset.
 
     Args:
@@ -255,28 +289,6 @@ class DeviceLoader:
         self._step = 0
 
     # ----------------------------------------------------------------------------- position
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return self.steps_per_epoch
-
-    @property
-    def epoch(self) -> int:
-        """Epoch of the next batch :meth:`__iter__` yields."""
-        return self._epoch
-
-    @property
-    def step(self) -> int:
-        """Step (within :attr:`epoch`) of the next batch :meth:`__iter__` yields."""
-        return self._step
-
-    def set_position(self, epoch: int, step: int = 0) -> None:
-        """Make the next batch yielded by iteration batch ``step`` of ``epoch``."""
-        if epoch < 0 or not 0 <= step <= self.steps_per_epoch:
-            raise ValueError(f"invalid position epoch={epoch} step={step}")
-        if step == self.steps_per_epoch:
-            epoch, step = epoch + 1, 0
-        self._epoch, self._step = int(epoch), int(step)
-
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "step"}`` of the next batch plus ``seed`` (for a checkpoint)."""
         return {"epoch": self._epoch, "step": self._step, "seed": self.seed}

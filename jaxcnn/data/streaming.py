@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.data.arrays import ArrayDataset, DatasetError
-from jaxcnn.data.pipeline import DeviceLoader, _default_augment_fn, _num_shards, normalize
+from jaxcnn.data.pipeline import DeviceLoader, EpochPosition, _default_augment_fn, _num_shards, normalize
 from jaxcnn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, ImageNetEval, ImageNetTrain
 
 __all__ = [
@@ -398,7 +398,7 @@ def _finish_jit(out_shardings: Any):
 
 
 # ---------------------------------------------------------------------------------- loader
-class StreamingLoader:
+class StreamingLoader(EpochPosition):
     """Seeded, resumable mini-batches decoded by ``grain`` worker processes (module docstring).
 
     Same iterator interface as :class:`~jaxcnn.data.pipeline.DeviceLoader`: ``len(loader)``
@@ -507,26 +507,6 @@ class StreamingLoader:
         self._step = 0
 
     # ----------------------------------------------------------------------------- position
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        return self.steps_per_epoch
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def step(self) -> int:
-        return self._step
-
-    def set_position(self, epoch: int, step: int = 0) -> None:
-        """Make the next batch yielded by iteration batch ``step`` of ``epoch``."""
-        if epoch < 0 or not 0 <= step <= self.steps_per_epoch:
-            raise ValueError(f"invalid position epoch={epoch} step={step}")
-        if step == self.steps_per_epoch:
-            epoch, step = epoch + 1, 0
-        self._epoch, self._step = int(epoch), int(step)
-
     def state_dict(self) -> dict[str, Any]:
         """JSON state after the last batch yielded (by :meth:`iter_epoch` or iteration):
         ``{"epoch", "step", "seed", "start", "workers", "grain"}`` -- the position of the next
