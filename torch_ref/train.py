@@ -129,6 +129,11 @@ def _nchw(images_u8: np.ndarray, mean, std, device) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()
 
 
+def _for_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in the loss's precision: float32, or float64 for a float64 model (jaxcnn's ``model_loss`` rule)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def _logits(outputs):
     if isinstance(outputs, (tuple, list)):
         return outputs[0], tuple(outputs[1:])
@@ -199,10 +204,10 @@ def _evaluate(model, criterion, split, config: TrainConfig, mean, std, device) -
     with torch.no_grad():
         for start in range(0, len(split), config.eval_batch_size):
             stop = start + config.eval_batch_size
-            x = _nchw(split.images[start:stop], mean, std, device)
+            x = _nchw(split.images[start:stop], mean, std, device).to(next(model.parameters()).dtype)
             y = torch.from_numpy(split.labels[start:stop].astype(np.int64)).to(device)
             logits, _ = _logits(model(x))
-            logits = logits.float()
+            logits = _for_loss(logits)
             n = int(y.shape[0])
             loss_sum += float(criterion(logits, y)) * n
             correct += int((logits.argmax(1) == y).sum())
@@ -255,6 +260,8 @@ def train(
     if init == "jax" and not _init_from_jax(model, config, num_classes):
         print(f"torch_ref.train: no jaxcnn twin of {config.model!r}; using torch's initialisation", file=sys.stderr)
     model.to(device)
+    if config.compute_dtype == "float64":  # verifying a port: everything in float64, as jaxcnn's Trainer does
+        model.double()
     if batch_order == "jax":
         from jaxcnn.data import DeviceLoader
 
@@ -335,18 +342,18 @@ def train(
         step_in_epoch = first
         bar = progress_bar(spe, initial=first, desc=f"epoch {epoch + 1}/{config.epochs}", enabled=config.progress)
         for images, labels in batches(epoch, first):
-            x = _nchw(images, mean, std, device)
+            x = _nchw(images, mean, std, device).to(next(model.parameters()).dtype)
             y = labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits, extras = _logits(model(x))
-                logits = logits.float()
+                logits = _for_loss(logits)
                 loss = criterion(logits, y)
                 total = loss
                 if aux_weight:
                     for extra in extras:
                         if isinstance(extra, torch.Tensor) and extra.shape == logits.shape:
-                            total = total + aux_weight * criterion(extra.float(), y)
+                            total = total + aux_weight * criterion(_for_loss(extra), y)
             total.backward()
             optimizer.step()
             if scheduler is not None:
