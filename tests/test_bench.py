@@ -153,6 +153,7 @@ def test_jax_mode_precision_reaches_the_compiled_step():
     assert "HIGHEST" not in texts[None]
 
 
+@pytest.mark.slow  # ~30 s: a benchmark run over two host devices
 def test_bench_times_a_data_parallel_step_over_host_devices(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, "-m", "jaxcnn.bench", "--models", "mnist_cnn", "--steps", "3", "--batch-size", "8",

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
 
 
+@pytest.mark.slow  # ~40 s on 2 cores: the whole script, dry-run sized
 def test_gpu_check_dry_run_writes_the_json_and_the_markdown_table(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     result = subprocess.run(

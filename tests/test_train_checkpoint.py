@@ -64,6 +64,7 @@ def _numbers(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in _TIMINGS}
 
 
+@pytest.mark.slow  # ~35 s: three subprocess runs; tests/test_resume_damaged.py covers a signal and resume by default
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     killed_out, ref_out = tmp_path / "killed", tmp_path / "reference"
     proc = _run({**KILL_RUN, "out": str(killed_out)}, resume=False)
